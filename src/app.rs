@@ -1,0 +1,64 @@
+//! Shared state of one running daemon, handed to every route and session.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::telnyx::Verifier;
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub verifier: Verifier,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// Fired once on SIGTERM/SIGINT (or when the caller's shutdown future
+    /// resolves); every task watches it.
+    pub shutdown: CancellationToken,
+    /// Every task the daemon spawns (connections, sessions, webhook
+    /// processing), so shutdown can wait for them, bounded.
+    pub tracker: TaskTracker,
+    /// Set when shutdown starts: `/ready` answers 503 from then on.
+    draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
+        let auth = Authenticator::new(&config)?;
+        let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
+        Ok(Arc::new(App {
+            config,
+            store,
+            hub: Hub::new(),
+            verifier,
+            auth,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

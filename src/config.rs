@@ -1,0 +1,683 @@
+//! Configuration: environment variables (`CALLBRIDGE_*`), optionally layered
+//! over a TOML file whose keys are the same names in lower case without the
+//! prefix. The environment wins over the file.
+//!
+//! Every problem is reported with the variable it concerns; `load` collects
+//! all of them so `check-config` can print the whole list at once. Secret
+//! values never appear in an error message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+/// Prefix of every environment variable.
+pub const PREFIX: &str = "CALLBRIDGE_";
+
+/// Every key the daemon reads (without prefix, lower case as in the TOML file).
+pub const KEYS: &[&str] = &[
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "telnyx_public_key",
+    "webhook_tolerance_secs",
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_issuer",
+    "jwt_audience",
+    "mongodb_uri",
+    "mongodb_db",
+    "admin_token",
+    "unrouted",
+    "allowed_origins",
+    "max_connections_per_user",
+    "client_rate_per_min",
+    "max_client_message_bytes",
+    "auth_timeout_secs",
+    "ping_interval_secs",
+    "history_hours",
+    "store_timeout_secs",
+    "data_dir",
+    "log_format",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required{hint}")]
+    Missing { var: String, hint: String },
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            var: var_name(key),
+            reason: reason.into(),
+        }
+    }
+    fn missing(key: &str, hint: &str) -> Self {
+        ConfigError::Missing {
+            var: var_name(key),
+            hint: hint.to_string(),
+        }
+    }
+}
+
+/// All problems found while loading, in the order the keys are listed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+pub fn var_name(key: &str) -> String {
+    format!("{PREFIX}{}", key.to_ascii_uppercase())
+}
+
+/// Events that no routing rule claims (contract §6 rule 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnroutedPolicy {
+    Supervisors,
+    Broadcast,
+    Drop,
+}
+
+/// How dialer JWTs are verified.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 shared secret (raw bytes of the configured string).
+    Secret(Vec<u8>),
+    /// PEM public key; the algorithm (RS256, ES256, EdDSA) follows from the key type.
+    PublicPem(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print the secret, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(<redacted>)"),
+            JwtKey::PublicPem(_) => f.write_str("JwtKey::PublicPem(..)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: TlsPaths,
+    /// Raw 32-byte Ed25519 public key Telnyx signs with.
+    pub telnyx_public_key: [u8; 32],
+    pub webhook_tolerance: Duration,
+    pub jwt_key: JwtKey,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub mongodb_uri: Option<String>,
+    pub mongodb_db: String,
+    pub admin_token: Option<String>,
+    pub unrouted: UnroutedPolicy,
+    /// Lower-cased, trailing `/` removed.
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_connections_per_user: usize,
+    pub client_rate_per_min: u32,
+    pub max_client_message_bytes: usize,
+    pub auth_timeout: Duration,
+    pub ping_interval: Duration,
+    pub history: Duration,
+    pub store_timeout: Duration,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub dev: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("jwt_key", &self.jwt_key)
+            .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("unrouted", &self.unrouted)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Values filled in by `--dev` for whatever the operator did not set.
+#[derive(Debug, Clone)]
+pub struct DevDefaults {
+    pub tls: TlsPaths,
+    pub telnyx_public_key: [u8; 32],
+    pub jwt_secret: String,
+}
+
+/// The merged key → value view of file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    values: HashMap<String, String>,
+}
+
+impl Sources {
+    /// Read the optional TOML file, then overlay the process environment.
+    pub fn gather(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        Self::gather_with(file, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Sources::gather`] with an explicit environment (tests use this).
+    pub fn gather_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut values = HashMap::new();
+        if let Some(path) = file {
+            values = read_toml(path).map_err(|e| ConfigErrors(vec![e]))?;
+        }
+        for key in KEYS {
+            if let Some(v) = env(&var_name(key)) {
+                values.insert((*key).to_string(), v);
+            }
+        }
+        Ok(Sources { values })
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let values = pairs
+            .into_iter()
+            .map(|(k, v)| {
+                let k = k.strip_prefix(PREFIX).unwrap_or(k).to_ascii_lowercase();
+                (k, v.to_string())
+            })
+            .collect();
+        Sources { values }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.values.insert(key.to_string(), value.into());
+    }
+
+    /// A value, with empty strings treated as unset (systemd env files often
+    /// carry `KEY=` lines for optional settings).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.get("data_dir").unwrap_or("./callbridge-dev"))
+    }
+}
+
+fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let file_err = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // toml's message quotes the offending line, which may hold a secret:
+        // report only where it is.
+        let at = e
+            .span()
+            .map(|s| format!(" at byte {}", s.start))
+            .unwrap_or_default();
+        file_err(format!("not valid TOML{at}"))
+    })?;
+    let mut out = HashMap::new();
+    for (k, v) in table {
+        let key = k.to_ascii_lowercase();
+        if !KEYS.contains(&key.as_str()) {
+            return Err(file_err(format!("unknown key `{k}`")));
+        }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => return Err(file_err(format!("`{k}` must be a string or number"))),
+        };
+        out.insert(key, s);
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    src: &'a Sources,
+    errors: Vec<ConfigError>,
+}
+
+impl Parser<'_> {
+    fn num<T: std::str::FromStr>(&mut self, key: &str, default: T, min: T) -> T
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        match self.src.get(key) {
+            None => default,
+            Some(raw) => match raw.parse::<T>() {
+                Ok(v) if v >= min => v,
+                Ok(_) => {
+                    self.errors
+                        .push(ConfigError::invalid(key, format!("must be at least {min}")));
+                    default
+                }
+                Err(_) => {
+                    self.errors.push(ConfigError::invalid(
+                        key,
+                        format!("`{raw}` is not a whole number"),
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    fn secs(&mut self, key: &str, default: u64, min: u64) -> Duration {
+        Duration::from_secs(self.num(key, default, min))
+    }
+}
+
+/// Decode a base64 Ed25519 public key (standard or URL-safe alphabet).
+pub fn parse_ed25519_public_key(raw: &str) -> Result<[u8; 32], String> {
+    let bytes =
+        crate::telnyx::decode_base64(raw.trim()).ok_or_else(|| "not valid base64".to_string())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("decodes to {} bytes, expected 32", bytes.len()))
+}
+
+impl Config {
+    /// Build the configuration from gathered sources. With `dev`, missing TLS,
+    /// Telnyx and JWT settings come from `dev_defaults`.
+    pub fn from_sources(
+        src: &Sources,
+        dev: bool,
+        dev_defaults: Option<&DevDefaults>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut p = Parser {
+            src,
+            errors: Vec::new(),
+        };
+        let dev_defaults = if dev { dev_defaults } else { None };
+
+        let listen = match src.get("listen") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8443)),
+            Some(raw) => raw.parse().unwrap_or_else(|_| {
+                p.errors.push(ConfigError::invalid(
+                    "listen",
+                    format!("`{raw}` is not an address:port such as 0.0.0.0:443"),
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 8443))
+            }),
+        };
+
+        let tls = match (src.get("tls_cert"), src.get("tls_key"), dev_defaults) {
+            (Some(c), Some(k), _) => TlsPaths {
+                cert: c.into(),
+                key: k.into(),
+            },
+            (None, None, Some(d)) => d.tls.clone(),
+            (c, k, _) => {
+                if c.is_none() {
+                    p.errors.push(ConfigError::missing(
+                        "tls_cert",
+                        " (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
+                    ));
+                }
+                if k.is_none() {
+                    p.errors.push(ConfigError::missing(
+                        "tls_key",
+                        " (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
+                    ));
+                }
+                TlsPaths {
+                    cert: PathBuf::new(),
+                    key: PathBuf::new(),
+                }
+            }
+        };
+
+        let telnyx_public_key = match (src.get("telnyx_public_key"), dev_defaults) {
+            (Some(raw), _) => parse_ed25519_public_key(raw).unwrap_or_else(|reason| {
+                p.errors
+                    .push(ConfigError::invalid("telnyx_public_key", reason));
+                [0; 32]
+            }),
+            (None, Some(d)) => d.telnyx_public_key,
+            (None, None) => {
+                p.errors.push(ConfigError::missing(
+                    "telnyx_public_key",
+                    " (base64 Ed25519 public key from the Telnyx portal)",
+                ));
+                [0; 32]
+            }
+        };
+        let webhook_tolerance = p.secs("webhook_tolerance_secs", 300, 0);
+
+        let jwt_key = match (
+            src.get("jwt_secret"),
+            src.get("jwt_public_key"),
+            dev_defaults,
+        ) {
+            (Some(_), Some(_), _) => {
+                p.errors.push(ConfigError::invalid(
+                    "jwt_public_key",
+                    "set either CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY, not both",
+                ));
+                JwtKey::Secret(Vec::new())
+            }
+            (Some(secret), None, _) => {
+                // HS256 with a short secret is brute-forceable offline from
+                // any one token; 16 bytes is the floor we accept.
+                if secret.len() < 16 {
+                    p.errors.push(ConfigError::invalid(
+                        "jwt_secret",
+                        "must be at least 16 characters",
+                    ));
+                }
+                JwtKey::Secret(secret.as_bytes().to_vec())
+            }
+            (None, Some(pem), _) => match load_pem_text(pem) {
+                Ok(text) => JwtKey::PublicPem(text),
+                Err(reason) => {
+                    p.errors
+                        .push(ConfigError::invalid("jwt_public_key", reason));
+                    JwtKey::PublicPem(String::new())
+                }
+            },
+            (None, None, Some(d)) => JwtKey::Secret(d.jwt_secret.as_bytes().to_vec()),
+            (None, None, None) => {
+                p.errors.push(ConfigError::Missing {
+                    var: "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY".into(),
+                    hint: " (how dialer tokens are verified)".into(),
+                });
+                JwtKey::Secret(Vec::new())
+            }
+        };
+        if let JwtKey::PublicPem(pem) = &jwt_key {
+            if !pem.is_empty() {
+                if let Err(reason) = crate::auth::decoding_key_from_pem(pem) {
+                    p.errors
+                        .push(ConfigError::invalid("jwt_public_key", reason));
+                }
+            }
+        }
+
+        let mongodb_uri = src.get("mongodb_uri").map(str::to_string);
+        if let Some(uri) = &mongodb_uri {
+            if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                p.errors.push(ConfigError::invalid(
+                    "mongodb_uri",
+                    "must start with mongodb:// or mongodb+srv://",
+                ));
+            }
+        }
+        let mongodb_db = src.get("mongodb_db").unwrap_or("callbridge").to_string();
+        if mongodb_db.contains(['/', '\\', '.', ' ', '"', '$']) {
+            p.errors.push(ConfigError::invalid(
+                "mongodb_db",
+                "must not contain / \\ . space \" or $",
+            ));
+        }
+
+        let admin_token = src.get("admin_token").map(str::to_string);
+        if let Some(t) = &admin_token {
+            if t.len() < 16 {
+                p.errors.push(ConfigError::invalid(
+                    "admin_token",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+
+        let unrouted = match src.get("unrouted").map(|s| s.to_ascii_lowercase()) {
+            None => UnroutedPolicy::Supervisors,
+            Some(s) => match s.as_str() {
+                "supervisors" => UnroutedPolicy::Supervisors,
+                "broadcast" => UnroutedPolicy::Broadcast,
+                "drop" => UnroutedPolicy::Drop,
+                _ => {
+                    p.errors.push(ConfigError::invalid(
+                        "unrouted",
+                        format!("`{s}` is not one of supervisors, broadcast, drop"),
+                    ));
+                    UnroutedPolicy::Supervisors
+                }
+            },
+        };
+
+        let allowed_origins = src.get("allowed_origins").map(|raw| {
+            raw.split(',')
+                .map(normalize_origin)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+
+        let max_connections_per_user = p.num("max_connections_per_user", 20usize, 1);
+        let client_rate_per_min = p.num("client_rate_per_min", 300u32, 1);
+        let max_client_message_bytes = p.num("max_client_message_bytes", 65536usize, 64);
+        let auth_timeout = p.secs("auth_timeout_secs", 10, 1);
+        let ping_interval = p.secs("ping_interval_secs", 25, 1);
+        let history = Duration::from_secs(p.num("history_hours", 24u64, 1) * 3600);
+        let store_timeout = p.secs("store_timeout_secs", 5, 1);
+        let data_dir = src.data_dir();
+        let log_format = match src.get("log_format").map(|s| s.to_ascii_lowercase()) {
+            None => LogFormat::Text,
+            Some(s) if s == "text" => LogFormat::Text,
+            Some(s) if s == "json" => LogFormat::Json,
+            Some(s) => {
+                p.errors.push(ConfigError::invalid(
+                    "log_format",
+                    format!("`{s}` is not one of text, json"),
+                ));
+                LogFormat::Text
+            }
+        };
+
+        if !p.errors.is_empty() {
+            return Err(ConfigErrors(p.errors));
+        }
+        Ok(Config {
+            listen,
+            tls,
+            telnyx_public_key,
+            webhook_tolerance,
+            jwt_key,
+            jwt_issuer: src.get("jwt_issuer").map(str::to_string),
+            jwt_audience: src.get("jwt_audience").map(str::to_string),
+            mongodb_uri,
+            mongodb_db,
+            admin_token,
+            unrouted,
+            allowed_origins,
+            max_connections_per_user,
+            client_rate_per_min,
+            max_client_message_bytes,
+            auth_timeout,
+            ping_interval,
+            history,
+            store_timeout,
+            data_dir,
+            log_format,
+            dev,
+        })
+    }
+}
+
+/// `CALLBRIDGE_JWT_PUBLIC_KEY` holds the PEM itself or a path to it.
+fn load_pem_text(raw: &str) -> Result<String, String> {
+    if raw.contains("-----BEGIN") {
+        return Ok(raw.replace("\\n", "\n"));
+    }
+    std::fs::read_to_string(raw).map_err(|e| format!("neither PEM text nor a readable file ({e})"))
+}
+
+/// Origins compare case-insensitively, ignoring surrounding space and a trailing `/`.
+pub fn normalize_origin(raw: &str) -> String {
+    raw.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Standard base64 without padding, as used for keys we print.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_b64() -> String {
+        b64(&[7u8; 32])
+    }
+
+    fn base() -> Vec<(&'static str, String)> {
+        vec![
+            ("CALLBRIDGE_TLS_CERT", "/tmp/c.pem".into()),
+            ("CALLBRIDGE_TLS_KEY", "/tmp/k.pem".into()),
+            ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key_b64()),
+            ("CALLBRIDGE_JWT_SECRET", "0123456789abcdef0123".into()),
+        ]
+    }
+
+    fn load(pairs: &[(&str, String)]) -> Result<Config, ConfigErrors> {
+        let src = Sources::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+        Config::from_sources(&src, false, None)
+    }
+
+    #[test]
+    fn defaults_match_contract() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(c.mongodb_db, "callbridge");
+        assert_eq!(c.unrouted, UnroutedPolicy::Supervisors);
+        assert_eq!(c.max_connections_per_user, 20);
+        assert_eq!(c.client_rate_per_min, 300);
+        assert_eq!(c.max_client_message_bytes, 65536);
+        assert_eq!(c.auth_timeout, Duration::from_secs(10));
+        assert_eq!(c.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.history, Duration::from_secs(24 * 3600));
+        assert_eq!(c.store_timeout, Duration::from_secs(5));
+        assert_eq!(c.data_dir, PathBuf::from("./callbridge-dev"));
+    }
+
+    #[test]
+    fn every_problem_names_its_variable() {
+        let mut pairs = base();
+        pairs.push(("CALLBRIDGE_LISTEN", "nowhere".into()));
+        pairs.push(("CALLBRIDGE_PING_INTERVAL_SECS", "soon".into()));
+        pairs.push(("CALLBRIDGE_UNROUTED", "everyone".into()));
+        pairs[2] = ("CALLBRIDGE_TELNYX_PUBLIC_KEY", b64(&[1u8; 31]));
+        let errs = load(&pairs).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text
+            .iter()
+            .any(|t| t.starts_with("CALLBRIDGE_LISTEN is invalid")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("CALLBRIDGE_TELNYX_PUBLIC_KEY") && t.contains("31 bytes")));
+        assert!(text
+            .iter()
+            .any(|t| t.starts_with("CALLBRIDGE_PING_INTERVAL_SECS is invalid")));
+        assert!(text
+            .iter()
+            .any(|t| t.starts_with("CALLBRIDGE_UNROUTED is invalid")));
+        assert_eq!(errs.len(), 4);
+    }
+
+    #[test]
+    fn missing_required_without_dev() {
+        let errs = load(&[]).unwrap_err().0;
+        let text = ConfigErrors(errs).to_string();
+        for var in [
+            "CALLBRIDGE_TLS_CERT",
+            "CALLBRIDGE_TLS_KEY",
+            "CALLBRIDGE_TELNYX_PUBLIC_KEY",
+            "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY",
+        ] {
+            assert!(text.contains(var), "{var} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_in_errors() {
+        let mut pairs = base();
+        pairs[3] = ("CALLBRIDGE_JWT_SECRET", "short-s3cret".into());
+        pairs.push(("CALLBRIDGE_ADMIN_TOKEN", "tiny-adm".into()));
+        let text = load(&pairs).unwrap_err().to_string();
+        assert!(!text.contains("short-s3cret"));
+        assert!(!text.contains("tiny-adm"));
+        assert!(text.contains("CALLBRIDGE_JWT_SECRET"));
+        assert!(text.contains("CALLBRIDGE_ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nping_interval_secs = 7\nallowed_origins = [\"https://A.example/\", \"app://dialer\"]\n",
+        )
+        .unwrap();
+        let src = Sources::gather_with(Some(&path), |name| {
+            (name == "CALLBRIDGE_LISTEN").then(|| "127.0.0.1:9001".to_string())
+        })
+        .unwrap();
+        assert_eq!(src.get("listen"), Some("127.0.0.1:9001"));
+        assert_eq!(src.get("ping_interval_secs"), Some("7"));
+        assert_eq!(
+            src.get("allowed_origins"),
+            Some("https://A.example/,app://dialer")
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Sources::gather_with(Some(&path), |_| None).unwrap_err();
+        assert!(err.to_string().contains("unknown key `lisen`"));
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        let mut pairs = base();
+        pairs.push((
+            "CALLBRIDGE_ALLOWED_ORIGINS",
+            " https://Dialer.Example.com/ , app://x".into(),
+        ));
+        let c = load(&pairs).unwrap();
+        assert_eq!(
+            c.allowed_origins.unwrap(),
+            vec![
+                "https://dialer.example.com".to_string(),
+                "app://x".to_string()
+            ]
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Errors at the HTTP edge: every typed error of the crate becomes a status
+//! code and a JSON body `{"error":"<kebab-code>","message":"…"}` here, and
+//! only here.
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::store::StoreError;
+use crate::telnyx::{EnvelopeError, VerifyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong admin bearer token")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("origin not allowed")]
+    OriginRefused,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Envelope(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Store(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::OriginRefused => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Signature(VerifyError::StaleTimestamp) => "stale-timestamp",
+            ApiError::Signature(VerifyError::MissingSignature | VerifyError::MissingTimestamp) => {
+                "missing-signature"
+            }
+            ApiError::Signature(_) => "invalid-signature",
+            ApiError::Envelope(EnvelopeError::NotJson) => "invalid-json",
+            ApiError::Envelope(EnvelopeError::NotEnvelope(_)) => "invalid-envelope",
+            ApiError::Store(StoreError::Timeout(_)) => "store-timeout",
+            ApiError::Store(_) => "store-unavailable",
+            ApiError::TooLarge(_) => "payload-too-large",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::OriginRefused => "origin-not-allowed",
+            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::ShuttingDown => "shutting-down",
+        }
+    }
+
+    /// The message shown to the client. Store errors can carry driver text
+    /// with host names; the client gets a generic sentence, the log the detail.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Store(StoreError::Timeout(_)) => {
+                "the store did not answer in time; retry later".into()
+            }
+            ApiError::Store(_) => "the store is unavailable; retry later".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message });
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.status(), self.code(), &self.public_message())
+    }
+}
+
+/// Turn warp's own rejections (unknown path, wrong method, …) into JSON.
+pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let resp = if rej.is_not_found() {
+        json_error(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+    } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+        json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "method not allowed for this endpoint",
+        )
+    } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "body is too large",
+        )
+    } else if let Some(e) = rej.find::<warp::reject::InvalidHeader>() {
+        json_error(StatusCode::BAD_REQUEST, "bad-request", &e.to_string())
+    } else if rej.find::<warp::reject::MissingHeader>().is_some()
+        || rej.find::<warp::reject::InvalidQuery>().is_some()
+    {
+        json_error(StatusCode::BAD_REQUEST, "bad-request", "bad request")
+    } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "unsupported media type",
+        )
+    } else {
+        tracing::debug!(?rej, "unhandled rejection");
+        json_error(StatusCode::BAD_REQUEST, "bad-request", "bad request")
+    };
+    Ok(resp)
+}

@@ -1,0 +1,313 @@
+//! The hub: which sessions are open for which user, and fan-out to them.
+//!
+//! Each session owns a bounded queue. Fan-out never waits on a socket: it
+//! `try_send`s, and a session whose queue is full is closed with 4013 (slow
+//! consumer) — its events stay in history, so it resumes with `since`. One
+//! slow laptop therefore never delays the webhook answer or other users.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::protocol::close;
+use crate::store::StoredEvent;
+
+/// Frames a session may have queued before it counts as a slow consumer.
+/// A dialer sees a handful of events per call; 1024 covers a burst of
+/// hundreds of calls while bounding memory to ~1024 × (frame ≈ 1–2 KB) per
+/// connection, and the frames are shared (`Arc<str>`) across a user's sessions.
+pub const SESSION_QUEUE: usize = 1024;
+
+/// What the hub hands a session.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A stored call event; `seq` lets the session keep order and fill gaps.
+    Event {
+        seq: u64,
+        frame: Arc<str>,
+        received: Option<Instant>,
+    },
+    /// A message without `seq` (custom broadcast, status-changed).
+    Message(Arc<str>),
+}
+
+/// A request to close one session, shared by the hub and the session task.
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    code: AtomicU16,
+    notify: Notify,
+    reason: Mutex<String>,
+}
+
+impl CloseSignal {
+    /// Ask the session to close. The first code wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves once `close` was called; yields code and reason.
+    pub async fn wait(&self) -> (u16, String) {
+        loop {
+            let notified = self.notify.notified();
+            let code = self.code.load(Ordering::SeqCst);
+            if code != 0 {
+                let reason = self
+                    .reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                return (code, reason);
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Entry {
+    conn_id: String,
+    tx: mpsc::Sender<Outbound>,
+    close: Arc<CloseSignal>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    users: RwLock<HashMap<String, Vec<Entry>>>,
+    total: AtomicU64,
+}
+
+/// Too many connections for this user already (close 4008).
+#[derive(Debug, thiserror::Error)]
+#[error("too many connections for this user")]
+pub struct TooManyConnections;
+
+/// Removes the session from the hub when dropped.
+pub struct Registration {
+    hub: Arc<Hub>,
+    user: String,
+    conn_id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.user, &self.conn_id);
+    }
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Hub::default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Entry>>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Entry>>> {
+        self.users.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(
+        self: &Arc<Self>,
+        user: &str,
+        conn_id: &str,
+        tx: mpsc::Sender<Outbound>,
+        close: Arc<CloseSignal>,
+        max_per_user: usize,
+    ) -> Result<Registration, TooManyConnections> {
+        let mut users = self.write();
+        let list = users.entry(user.to_string()).or_default();
+        if list.len() >= max_per_user {
+            return Err(TooManyConnections);
+        }
+        list.push(Entry {
+            conn_id: conn_id.to_string(),
+            tx,
+            close,
+        });
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Registration {
+            hub: self.clone(),
+            user: user.to_string(),
+            conn_id: conn_id.to_string(),
+        })
+    }
+
+    fn unregister(&self, user: &str, conn_id: &str) {
+        let mut users = self.write();
+        if let Some(list) = users.get_mut(user) {
+            let before = list.len();
+            list.retain(|e| e.conn_id != conn_id);
+            if list.len() < before {
+                self.total.fetch_sub(1, Ordering::Relaxed);
+            }
+            if list.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Queue stored events to their users' sessions. Returns how many
+    /// (event, session) pairs were queued.
+    pub fn deliver(&self, events: &[StoredEvent], received: Option<Instant>) -> usize {
+        let users = self.read();
+        let mut queued = 0;
+        for ev in events {
+            let Some(list) = users.get(&ev.user_id) else {
+                continue;
+            };
+            // Serialize once per user; the user's sessions share the frame.
+            let frame: Arc<str> = crate::protocol::event_frame(ev).into();
+            for e in list {
+                let out = Outbound::Event {
+                    seq: ev.seq,
+                    frame: frame.clone(),
+                    received,
+                };
+                queued += push(e, out) as usize;
+            }
+        }
+        queued
+    }
+
+    /// Queue a message without `seq` to every session of `user` except `except`.
+    pub fn send_to_user(&self, user: &str, frame: Arc<str>, except: Option<&str>) -> usize {
+        let users = self.read();
+        let Some(list) = users.get(user) else {
+            return 0;
+        };
+        list.iter()
+            .filter(|e| Some(e.conn_id.as_str()) != except)
+            .map(|e| push(e, Outbound::Message(frame.clone())) as usize)
+            .sum()
+    }
+
+    /// Queue a message to the sessions of `users`, or of everyone when `None`.
+    pub fn broadcast(&self, users: Option<&[String]>, frame: Arc<str>) -> usize {
+        let map = self.read();
+        let send_list = |list: &Vec<Entry>| -> usize {
+            list.iter()
+                .map(|e| push(e, Outbound::Message(frame.clone())) as usize)
+                .sum()
+        };
+        match users {
+            None => map.values().map(send_list).sum(),
+            Some(ids) => {
+                let mut ids: Vec<&String> = ids.iter().collect();
+                ids.sort();
+                ids.dedup();
+                ids.into_iter()
+                    .filter_map(|u| map.get(u))
+                    .map(send_list)
+                    .sum()
+            }
+        }
+    }
+
+    /// Close every session of `user` (revocation, deletion).
+    pub fn close_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        let users = self.read();
+        users.get(user).map_or(0, |list| {
+            list.iter().for_each(|e| e.close.close(code, reason));
+            list.len()
+        })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn per_user(&self) -> HashMap<String, usize> {
+        self.read()
+            .iter()
+            .map(|(u, l)| (u.clone(), l.len()))
+            .collect()
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.read().contains_key(user)
+    }
+}
+
+/// Queue without waiting; a full queue marks the session a slow consumer.
+fn push(e: &Entry, out: Outbound) -> bool {
+    match e.tx.try_send(out) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            e.close
+                .close(close::SLOW_CONSUMER, "slow consumer: reconnect with since");
+            false
+        }
+        // The session is on its way out; its registration drops soon.
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ev(user: &str, seq: u64) -> StoredEvent {
+        StoredEvent {
+            user_id: user.into(),
+            seq,
+            id: format!("e{seq}"),
+            event: "call-initiated".into(),
+            ts: "2026-11-22T10:15:30Z".into(),
+            data: Arc::new(Value::Null),
+        }
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_with_4013_and_others_keep_receiving() {
+        let hub = Hub::new();
+        let (slow_tx, _slow_rx) = mpsc::channel(2);
+        let slow_close = Arc::new(CloseSignal::default());
+        let _r1 = hub
+            .register("slow", "c1", slow_tx, slow_close.clone(), 5)
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let _r2 = hub
+            .register("fast", "c2", tx, Arc::new(CloseSignal::default()), 5)
+            .unwrap();
+        for seq in 1..=3 {
+            hub.deliver(&[ev("slow", seq), ev("fast", seq)], None);
+        }
+        assert_eq!(slow_close.wait().await.0, close::SLOW_CONSUMER);
+        for want in 1..=3 {
+            match rx.recv().await.unwrap() {
+                Outbound::Event { seq, .. } => assert_eq!(seq, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn registration_limit_and_cleanup() {
+        let hub = Hub::new();
+        let mk = || mpsc::channel::<Outbound>(1).0;
+        let a = hub
+            .register("u", "a", mk(), Arc::new(CloseSignal::default()), 2)
+            .unwrap();
+        let _b = hub
+            .register("u", "b", mk(), Arc::new(CloseSignal::default()), 2)
+            .unwrap();
+        assert!(hub
+            .register("u", "c", mk(), Arc::new(CloseSignal::default()), 2)
+            .is_err());
+        assert_eq!(hub.total(), 2);
+        drop(a);
+        assert_eq!(hub.total(), 1);
+        assert_eq!(hub.per_user().get("u"), Some(&1));
+    }
+}

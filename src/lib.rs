@@ -1,0 +1,30 @@
+//! callbridge: verifies Telnyx Call Control webhooks, normalizes them into
+//! small JSON events, routes them to dialer users, stores them and pushes them
+//! over `wss://` to those users' authenticated sessions.
+//!
+//! Data flows one way: webhook → verify ([`telnyx`]) → normalize
+//! ([`normalize`]) → route ([`routing`]) → store ([`store`]) → hub ([`hub`])
+//! → sessions ([`session`]). [`server::run`] takes an already-bound listener
+//! and a shutdown future, so tests start the real server on port 0.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod normalize;
+pub mod protocol;
+pub mod routes;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod telnyx;
+pub mod tls;
+pub mod webhook;
+
+pub use server::run;

@@ -1,0 +1,249 @@
+//! The dialer WebSocket protocol (contract §4): what clients send, what the
+//! server sends, as typed serde enums. Every server message is one JSON text
+//! frame `{"event":…,"data":…,["seq":…,"id":…,]"ts":…}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{ActiveCall, Status, StoredEvent};
+
+/// Protocol version announced in `connected`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The subprotocol a client may offer; answered whenever offered.
+pub const SUBPROTOCOL: &str = "callbridge.v1";
+
+/// Close codes (contract §4 table).
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    pub const REVOKED: u16 = 4003;
+    pub const TOO_MANY_CONNECTIONS: u16 = 4008;
+    pub const SLOW_CONSUMER: u16 = 4013;
+    pub const RATE_LIMITED: u16 = 4029;
+    pub const AUTH_TIMEOUT: u16 = 4401;
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    Ping {
+        #[serde(default)]
+        #[allow(dead_code)]
+        data: Option<Value>,
+    },
+    Auth {
+        token: String,
+    },
+    Resume {
+        since: u64,
+    },
+    Status {
+        status: Status,
+    },
+}
+
+impl ClientMessage {
+    /// Parse one text frame. The error text goes back to the client in an
+    /// `error` message, so it describes the shape, never echoes the content.
+    pub fn parse(text: &str) -> Result<ClientMessage, String> {
+        let v: Value = serde_json::from_str(text).map_err(|_| "message is not JSON".to_string())?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| "message is not a JSON object".to_string())?;
+        let ty = match obj.get("type") {
+            None => return Err("message has no `type`".into()),
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => return Err("`type` must be a string".into()),
+        };
+        if !matches!(ty.as_str(), "ping" | "auth" | "resume" | "status") {
+            return Err(format!(
+                "unknown type `{}`; expected ping, auth, resume or status",
+                ty.chars().take(32).collect::<String>()
+            ));
+        }
+        serde_json::from_value(v).map_err(|e| {
+            let s = e.to_string();
+            format!(
+                "bad `{ty}` message: {}",
+                s.split(" at line").next().unwrap_or("")
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connected {
+    pub client_id: String,
+    pub user: String,
+    pub user_id: String,
+    pub protocol: u32,
+    pub heartbeat_secs: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub status: Status,
+    pub active_calls: Vec<ActiveCall>,
+}
+
+/// Server messages that are not stored events.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", content = "data", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    AuthRequired {
+        timeout_secs: u64,
+    },
+    Connected(Connected),
+    Snapshot(Snapshot),
+    Pong {
+        timestamp: i64,
+    },
+    Resumed {
+        from: u64,
+        to: u64,
+        gap: bool,
+    },
+    StatusChanged {
+        status: Status,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Framed<'a, T: Serialize> {
+    #[serde(flatten)]
+    msg: &'a T,
+    ts: &'a str,
+}
+
+impl ServerMessage {
+    pub fn to_frame(&self) -> String {
+        let ts = crate::store::now_rfc3339();
+        serde_json::to_string(&Framed { msg: self, ts: &ts })
+            .expect("server messages always serialize")
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: "bad-request".into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EventFrame<'a> {
+    event: &'a str,
+    data: &'a Value,
+    seq: u64,
+    id: &'a str,
+    ts: &'a str,
+}
+
+/// A stored call event as the client sees it.
+pub fn event_frame(ev: &StoredEvent) -> String {
+    serde_json::to_string(&EventFrame {
+        event: &ev.event,
+        data: &ev.data,
+        seq: ev.seq,
+        id: &ev.id,
+        ts: &ev.ts,
+    })
+    .expect("stored events always serialize")
+}
+
+#[derive(Serialize)]
+struct CustomFrame<'a> {
+    event: &'a str,
+    data: &'a Value,
+    ts: &'a str,
+}
+
+/// A custom message pushed through `/api/broadcast`.
+pub fn custom_frame(event: &str, data: &Value) -> String {
+    let ts = crate::store::now_rfc3339();
+    serde_json::to_string(&CustomFrame {
+        event,
+        data,
+        ts: &ts,
+    })
+    .expect("custom messages always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse() {
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"ping","data":{}}"#).unwrap(),
+            ClientMessage::Ping { .. }
+        ));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"resume","since":7}"#).unwrap(),
+            ClientMessage::Resume { since: 7 }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"status","status":"away"}"#).unwrap(),
+            ClientMessage::Status {
+                status: Status::Away
+            }
+        );
+        for bad in [
+            "nope",
+            "[1]",
+            "{}",
+            r#"{"type":5}"#,
+            r#"{"type":"dance"}"#,
+            r#"{"type":"status","status":"asleep"}"#,
+            r#"{"type":"resume","since":-1}"#,
+            r#"{"type":"auth"}"#,
+        ] {
+            assert!(ClientMessage::parse(bad).is_err(), "{bad}");
+        }
+        // The error never echoes the token.
+        let e = ClientMessage::parse(r#"{"type":"auth","token":123456789}"#).unwrap_err();
+        assert!(!e.contains("123456789"), "{e}");
+    }
+
+    #[test]
+    fn server_message_shapes() {
+        let v: Value =
+            serde_json::from_str(&ServerMessage::AuthRequired { timeout_secs: 10 }.to_frame())
+                .unwrap();
+        assert_eq!(v["event"], "auth-required");
+        assert_eq!(v["data"]["timeoutSecs"], 10);
+        assert!(v["ts"].is_string());
+        let v: Value = serde_json::from_str(
+            &ServerMessage::Resumed {
+                from: 3,
+                to: 9,
+                gap: false,
+            }
+            .to_frame(),
+        )
+        .unwrap();
+        assert_eq!(v["event"], "resumed");
+        assert_eq!(v["data"], serde_json::json!({"from":3,"to":9,"gap":false}));
+        let v: Value = serde_json::from_str(
+            &ServerMessage::StatusChanged {
+                status: Status::Busy,
+            }
+            .to_frame(),
+        )
+        .unwrap();
+        assert_eq!(v["event"], "status-changed");
+        assert_eq!(v["data"]["status"], "busy");
+    }
+}

@@ -1,0 +1,178 @@
+//! The listener: accept TCP, terminate TLS, serve HTTP/1.1 (with WebSocket
+//! upgrades) through the warp routes, and shut everything down on one signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::store::{self, Store};
+use crate::tls::{self, CertResolver};
+
+/// A client that opens TCP and stalls the handshake loses its slot after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once. A TLS handshake costs ~1 ms of CPU with
+/// ECDSA; 256 at once keeps a reconnect storm from starving the event path
+/// on 2 cores, while the accept queue absorbs the rest.
+const MAX_HANDSHAKES: usize = 256;
+/// Open TCP connections in total (HTTP and WebSocket). At ~20 KB per idle
+/// WebSocket this is ~1 GB at worst, well under a small VPS's memory.
+const MAX_CONNECTIONS: usize = 50_000;
+/// Request head (request line + headers) limit; JWTs in a header are ~1 KB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A request must send its headers within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long shutdown waits for in-flight webhooks and sockets to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Open the store the configuration names (MongoDB, or the embedded one).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
+    match &config.mongodb_uri {
+        None => {
+            tracing::warn!(
+                "CALLBRIDGE_MONGODB_URI is not set: using the embedded in-memory store; \
+                 users, history and seq are lost on restart"
+            );
+            Ok(Arc::new(store::memory::MemoryStore::new(config.history)))
+        }
+        Some(_) => Err(RunError::Setup(
+            "CALLBRIDGE_MONGODB_URI is set but this build has no MongoDB backend yet".into(),
+        )),
+    }
+}
+
+/// Run the daemon on an already-bound listener until `shutdown` resolves.
+/// Tests call this with a port-0 listener.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let cert = tls::load_certified_key(&config.tls)?;
+    let store = open_store(&config).await?;
+    let app = App::new(config, store).map_err(RunError::Setup)?;
+    if app.config.dev {
+        crate::dev::seed_demo_user(app.store.as_ref())
+            .await
+            .map_err(RunError::Store)?;
+    }
+    serve(listener, app, CertResolver::new(cert), shutdown).await;
+    Ok(())
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    resolver: Arc<CertResolver>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = TlsAcceptor::from(tls::server_config(resolver));
+    let service = warp::service(crate::routes::routes(app.clone()));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening (https and wss)");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = app.shutdown.cancelled() => break,
+            p = connections.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = app.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let handshakes = handshakes.clone();
+        let shutdown = app.shutdown.clone();
+        let span = tracing::debug_span!("conn", %peer);
+        app.tracker.spawn(
+            async move {
+                let _permit = permit;
+                let tls = {
+                    let Ok(_slot) = handshakes.acquire().await else {
+                        return;
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                };
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
+                let mut conn = std::pin::pin!(builder
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                    .with_upgrades());
+                // On shutdown an idle keep-alive connection closes at once and
+                // one with a request in flight closes after its response.
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    // Shutdown: readiness first, then stop accepting, then let in-flight
+    // requests finish and sessions send 1001, all bounded.
+    tracing::info!("shutting down");
+    app.start_draining();
+    drop(listener);
+    app.shutdown.cancel();
+    app.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, app.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish in time");
+    }
+    tracing::info!("stopped");
+}

@@ -1,0 +1,621 @@
+//! One dialer WebSocket connection, from upgrade to close (contract §4).
+//!
+//! A session is a single task: one `select!` over the client's frames, the
+//! session's bounded outbound queue, its close signal, the token's expiry,
+//! the ping timer and the daemon's shutdown. It keeps the last `seq` it wrote
+//! and never writes a stored event out of order: an event that arrives ahead
+//! of a gap (two webhooks for one user finishing in the other order, or a
+//! replay racing live delivery) makes it read the missing ones from the
+//! store first.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant as TokioInstant};
+use tracing::Instrument;
+use warp::ws::{Message, WebSocket};
+
+use crate::app::App;
+use crate::auth::{AuthError, Claims, LEEWAY_SECS};
+use crate::hub::{CloseSignal, Outbound, SESSION_QUEUE};
+use crate::metrics::Metrics;
+use crate::protocol::{close, ClientMessage, Connected, ServerMessage, Snapshot, PROTOCOL_VERSION};
+use crate::store::{bounded, now_ms, StoreError, StoredEvent, User};
+
+/// Events read from the store per page when replaying.
+const REPLAY_PAGE: usize = 500;
+/// How long a close frame may take to reach a client that stopped reading.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that makes no progress for this long means the peer is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the upgrade request carried.
+#[derive(Debug, Default, Clone)]
+pub struct UpgradeInfo {
+    pub token: Option<String>,
+    pub since: Option<u64>,
+}
+
+/// Why the session ends: the close frame we send (if any).
+struct CloseWith(u16, String);
+
+impl CloseWith {
+    fn new(code: u16, reason: &str) -> Self {
+        CloseWith(code, reason.to_string())
+    }
+}
+
+enum AuthFail {
+    Auth(AuthError),
+    Store(StoreError),
+}
+
+/// Token bucket for client messages: `per_min` capacity, refilled continuously.
+struct RateLimit {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_min: u32) -> Self {
+        RateLimit {
+            tokens: per_min as f64,
+            capacity: per_min as f64,
+            per_sec: per_min as f64 / 60.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
+            .min(self.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Keeps the connection gauges right however the task ends.
+struct Gauges<'a> {
+    metrics: &'a Metrics,
+    authenticated: bool,
+}
+
+impl Drop for Gauges<'_> {
+    fn drop(&mut self) {
+        self.metrics.connections.dec();
+        if self.authenticated {
+            self.metrics.authenticated.dec();
+        }
+    }
+}
+
+pub async fn run(app: Arc<App>, ws: WebSocket, info: UpgradeInfo) {
+    let conn_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("ws", conn = %conn_id, user = tracing::field::Empty);
+    let _guard = app.tracker.token();
+    async move {
+        app.metrics.connections.inc();
+        let mut gauges = Gauges {
+            metrics: &app.metrics,
+            authenticated: false,
+        };
+        let (sink, stream) = ws.split();
+        let mut s = Session {
+            app: app.clone(),
+            conn_id,
+            sink,
+            stream,
+            rate: RateLimit::new(app.config.client_rate_per_min),
+            user: String::new(),
+            last_sent: 0,
+            info,
+        };
+        tracing::info!("connection opened");
+        let end = s.lifecycle(&mut gauges).await;
+        s.finish(end).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Session {
+    app: Arc<App>,
+    conn_id: String,
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    rate: RateLimit,
+    user: String,
+    /// Highest stored `seq` written to this client.
+    last_sent: u64,
+    info: UpgradeInfo,
+}
+
+impl Session {
+    async fn lifecycle(&mut self, gauges: &mut Gauges<'_>) -> Option<CloseWith> {
+        let app = self.app.clone();
+        let token = match self.info_token_or_wait().await {
+            Ok(t) => t,
+            Err(end) => return end,
+        };
+        let (claims, user) = match self.authenticate(&token).await {
+            Ok(ok) => ok,
+            Err(end) => return Some(end),
+        };
+        self.user = claims.sub.clone();
+        tracing::Span::current().record("user", self.user.as_str());
+
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let close_signal = Arc::new(CloseSignal::default());
+        // Register before reading lastSeq/history, so nothing stored in
+        // between can be missed; duplicates are dropped by `last_sent`.
+        let _registration = match app.hub.register(
+            &self.user,
+            &self.conn_id,
+            tx,
+            close_signal.clone(),
+            app.config.max_connections_per_user,
+        ) {
+            Ok(r) => r,
+            Err(_) => {
+                return Some(CloseWith::new(
+                    close::TOO_MANY_CONNECTIONS,
+                    "too many connections for this user",
+                ))
+            }
+        };
+        gauges.authenticated = true;
+        app.metrics.authenticated.inc();
+        if let Err(e) = self
+            .store(app.store.connection_opened(&self.user, &self.conn_id))
+            .await
+        {
+            tracing::warn!(error = %e, "presence not recorded");
+        }
+        tracing::info!("authenticated");
+        let end = self.serve(claims, user, rx, close_signal).await;
+        if let Err(e) = self
+            .store(app.store.connection_closed(&self.user, &self.conn_id))
+            .await
+        {
+            tracing::warn!(error = %e, "presence not updated on close");
+        }
+        end
+    }
+
+    /// The token from the upgrade, or from an `auth` message within the timeout.
+    async fn info_token_or_wait(&mut self) -> Result<String, Option<CloseWith>> {
+        if let Some(t) = self.info.token.take() {
+            return Ok(t);
+        }
+        let timeout = self.app.config.auth_timeout;
+        let msg = ServerMessage::AuthRequired {
+            timeout_secs: timeout.as_secs(),
+        };
+        self.send_text(msg.to_frame()).await.map_err(|_| None)?;
+        let deadline = TokioInstant::now() + timeout;
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    return Err(Some(CloseWith::new(close::GOING_AWAY, "server shutting down")));
+                }
+                _ = sleep_until(deadline) => {
+                    return Err(Some(CloseWith::new(close::AUTH_TIMEOUT, "no auth message in time")));
+                }
+                frame = self.stream.next() => {
+                    let msg = match frame {
+                        None => return Err(None),
+                        Some(Err(e)) => return Err(read_error_close(&e)),
+                        Some(Ok(m)) => m,
+                    };
+                    if msg.is_close() {
+                        return Err(Some(CloseWith::new(close::NORMAL, "")));
+                    }
+                    if !msg.is_text() && !msg.is_binary() {
+                        continue;
+                    }
+                    if !self.rate.allow() {
+                        return Err(Some(CloseWith::new(close::RATE_LIMITED, "message rate limit exceeded")));
+                    }
+                    // Before authentication every other message is ignored.
+                    if let Ok(ClientMessage::Auth { token }) =
+                        msg.to_str().map_err(|_| String::new()).and_then(ClientMessage::parse)
+                    {
+                        return Ok(token);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, token: &str) -> Result<(Claims, User), CloseWith> {
+        match authenticate(&self.app, token).await {
+            Ok(ok) => Ok(ok),
+            Err(AuthFail::Auth(e)) => {
+                self.app.metrics.auth_failed(e.reason());
+                tracing::info!(reason = e.reason(), "authentication refused");
+                Err(CloseWith::new(close::POLICY, &e.to_string()))
+            }
+            Err(AuthFail::Store(e)) => {
+                tracing::warn!(error = %e, "authentication could not reach the store");
+                Err(CloseWith::new(1013, "store unavailable, retry later"))
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        claims: Claims,
+        user: User,
+        mut rx: mpsc::Receiver<Outbound>,
+        close_signal: Arc<CloseSignal>,
+    ) -> Option<CloseWith> {
+        let app = self.app.clone();
+        let last_seq = match self.store(app.store.last_seq(&self.user)).await {
+            Ok(n) => n,
+            Err(e) => return Some(store_close(&e)),
+        };
+        self.last_sent = last_seq;
+        let connected = ServerMessage::Connected(Connected {
+            client_id: self.conn_id.clone(),
+            user: claims
+                .email
+                .clone()
+                .or(user.email.clone())
+                .unwrap_or_else(|| self.user.clone()),
+            user_id: self.user.clone(),
+            protocol: PROTOCOL_VERSION,
+            heartbeat_secs: app.config.ping_interval.as_secs(),
+            last_seq,
+        });
+        if self.send_text(connected.to_frame()).await.is_err() {
+            return None;
+        }
+        let since = self.info.since.take();
+        if let Some(since) = since {
+            if let Err(end) = self.replay(since).await {
+                return end;
+            }
+        }
+        if let Err(end) = self.snapshot().await {
+            return end;
+        }
+
+        let mut expiry = Box::pin(sleep_until(expiry_instant(claims.exp)));
+        let ping_every = app.config.ping_interval;
+        let mut ping = tokio::time::interval_at(TokioInstant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let shutdown = app.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return Some(CloseWith::new(close::GOING_AWAY, "server shutting down"));
+                }
+                (code, reason) = close_signal.wait() => {
+                    return Some(CloseWith(code, reason));
+                }
+                _ = &mut expiry => {
+                    return Some(CloseWith::new(close::TOKEN_EXPIRED, "token expired"));
+                }
+                frame = self.stream.next() => {
+                    last_heard = Instant::now();
+                    let msg = match frame {
+                        None => return None,
+                        Some(Err(e)) => return read_error_close(&e),
+                        Some(Ok(m)) => m,
+                    };
+                    match self.on_client_frame(msg, &mut expiry).await {
+                        Ok(()) => {}
+                        Err(end) => return end,
+                    }
+                }
+                out = rx.recv() => {
+                    let Some(out) = out else { return None };
+                    let sent = tokio::select! {
+                        r = self.on_outbound(out) => r,
+                        (code, reason) = close_signal.wait() => Err(Some(CloseWith(code, reason))),
+                    };
+                    if let Err(end) = sent {
+                        return end;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * 2 {
+                        return Some(CloseWith::new(close::NORMAL, "no answer to pings"));
+                    }
+                    if self.send(Message::ping(Vec::new())).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_client_frame(
+        &mut self,
+        msg: Message,
+        expiry: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
+    ) -> Result<(), Option<CloseWith>> {
+        if msg.is_close() {
+            return Err(Some(CloseWith::new(close::NORMAL, "")));
+        }
+        if msg.is_ping() || msg.is_pong() {
+            return Ok(());
+        }
+        if !self.rate.allow() {
+            return Err(Some(CloseWith::new(
+                close::RATE_LIMITED,
+                "message rate limit exceeded",
+            )));
+        }
+        let parsed = if msg.is_binary() {
+            Err("binary frames are not supported; send JSON text".to_string())
+        } else {
+            msg.to_str()
+                .map_err(|_| "message is not text".to_string())
+                .and_then(ClientMessage::parse)
+        };
+        let cm = match parsed {
+            Ok(cm) => cm,
+            Err(reason) => {
+                let frame = ServerMessage::bad_request(reason).to_frame();
+                return self.send_text(frame).await.map_err(|_| None);
+            }
+        };
+        match cm {
+            ClientMessage::Ping { .. } => {
+                let pong = ServerMessage::Pong {
+                    timestamp: now_ms(),
+                };
+                self.send_text(pong.to_frame()).await.map_err(|_| None)
+            }
+            ClientMessage::Auth { token } => {
+                let (claims, _) = self.authenticate(&token).await.map_err(Some)?;
+                if claims.sub != self.user {
+                    self.app.metrics.auth_failed(AuthError::WrongUser.reason());
+                    return Err(Some(CloseWith::new(
+                        close::POLICY,
+                        &AuthError::WrongUser.to_string(),
+                    )));
+                }
+                expiry.as_mut().reset(expiry_instant(claims.exp));
+                tracing::info!("token refreshed");
+                Ok(())
+            }
+            ClientMessage::Resume { since } => {
+                self.replay(since).await?;
+                self.snapshot().await
+            }
+            ClientMessage::Status { status } => {
+                let app = self.app.clone();
+                if let Err(e) = self.store(app.store.set_status(&self.user, status)).await {
+                    let frame = ServerMessage::Error {
+                        code: "store-unavailable".into(),
+                        message: "status not saved; retry later".into(),
+                    }
+                    .to_frame();
+                    tracing::warn!(error = %e, "status not saved");
+                    return self.send_text(frame).await.map_err(|_| None);
+                }
+                let frame: Arc<str> = ServerMessage::StatusChanged { status }.to_frame().into();
+                app.hub.send_to_user(&self.user, frame, Some(&self.conn_id));
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_outbound(&mut self, out: Outbound) -> Result<(), Option<CloseWith>> {
+        match out {
+            Outbound::Message(frame) => self.send_text(frame.to_string()).await.map_err(|_| None),
+            Outbound::Event {
+                seq,
+                frame,
+                received,
+            } => {
+                if seq <= self.last_sent {
+                    return Ok(());
+                }
+                if seq > self.last_sent + 1 {
+                    // Something between is stored but not yet here: read it.
+                    self.fill_to(seq).await?;
+                    if seq <= self.last_sent {
+                        return Ok(());
+                    }
+                }
+                self.send_text(frame.to_string()).await.map_err(|_| None)?;
+                self.last_sent = seq;
+                self.app.metrics.events_delivered.inc();
+                if let Some(t) = received {
+                    Metrics::observe_since(&self.app.metrics.delivery_latency, t);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Write stored events after `last_sent` up to `upto - 1` (the live one follows).
+    async fn fill_to(&mut self, upto: u64) -> Result<(), Option<CloseWith>> {
+        let app = self.app.clone();
+        while self.last_sent + 1 < upto {
+            let page = self
+                .store(
+                    app.store
+                        .events_since(&self.user, self.last_sent, REPLAY_PAGE),
+                )
+                .await
+                .map_err(|e| Some(store_close(&e)))?;
+            if page.events.is_empty() {
+                break;
+            }
+            for ev in page.events.iter().filter(|e| e.seq < upto) {
+                self.send_event(ev).await?;
+            }
+            if page.events.iter().any(|e| e.seq >= upto - 1) || page.events.len() < REPLAY_PAGE {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replay every stored event after `since`, then `resumed`.
+    async fn replay(&mut self, since: u64) -> Result<(), Option<CloseWith>> {
+        let app = self.app.clone();
+        let mut cursor = since;
+        let mut gap = None;
+        loop {
+            let page = self
+                .store(app.store.events_since(&self.user, cursor, REPLAY_PAGE))
+                .await
+                .map_err(|e| Some(store_close(&e)))?;
+            gap.get_or_insert(page.gap);
+            let n = page.events.len();
+            for ev in &page.events {
+                self.send_event(ev).await?;
+                cursor = ev.seq;
+            }
+            if n < REPLAY_PAGE {
+                break;
+            }
+        }
+        let last = self
+            .store(app.store.last_seq(&self.user))
+            .await
+            .map_err(|e| Some(store_close(&e)))?;
+        self.last_sent = self.last_sent.max(cursor);
+        let resumed = ServerMessage::Resumed {
+            from: since,
+            to: cursor.max(last.min(self.last_sent)),
+            // A client that claims more than we ever stored (history lost
+            // with an embedded store's restart) must refresh too.
+            gap: gap.unwrap_or(false) || since > last,
+        };
+        self.send_text(resumed.to_frame()).await.map_err(|_| None)
+    }
+
+    async fn snapshot(&mut self) -> Result<(), Option<CloseWith>> {
+        let app = self.app.clone();
+        let view = self
+            .store(app.store.user_view(&self.user))
+            .await
+            .map_err(|e| Some(store_close(&e)))?;
+        let Some(view) = view else {
+            // Deleted between authentication and now.
+            return Err(Some(CloseWith::new(close::REVOKED, "user deleted")));
+        };
+        let msg = ServerMessage::Snapshot(Snapshot {
+            status: view.status,
+            active_calls: view.active_calls,
+        });
+        self.send_text(msg.to_frame()).await.map_err(|_| None)
+    }
+
+    async fn send_event(&mut self, ev: &StoredEvent) -> Result<(), Option<CloseWith>> {
+        self.send_text(crate::protocol::event_frame(ev))
+            .await
+            .map_err(|_| None)?;
+        if ev.seq > self.last_sent {
+            self.last_sent = ev.seq;
+        }
+        self.app.metrics.events_delivered.inc();
+        Ok(())
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), ()> {
+        self.send(Message::text(text)).await
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), ()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(())
+            }
+            Err(_) => {
+                tracing::info!("write timed out; dropping connection");
+                Err(())
+            }
+        }
+    }
+
+    async fn store<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        bounded(self.app.config.store_timeout, fut).await
+    }
+
+    async fn finish(&mut self, end: Option<CloseWith>) {
+        let code = match end {
+            Some(CloseWith(code, reason)) => {
+                // Close reasons are at most 123 bytes (RFC 6455 §5.5).
+                let reason: String = reason.chars().take(120).collect();
+                let frame = Message::close_with(code, reason);
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.send(frame)).await;
+                self.app.metrics.closed(code);
+                code
+            }
+            None => 1006,
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.close()).await;
+        tracing::info!(code, "connection closed");
+    }
+}
+
+/// Token check plus the store's word on the user (contract §4: an unknown,
+/// disabled or revoked user is refused like a bad token).
+async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail> {
+    let claims = app.auth.decode(token).map_err(AuthFail::Auth)?;
+    let user = bounded(app.config.store_timeout, app.store.get_user(&claims.sub))
+        .await
+        .map_err(AuthFail::Store)?
+        .ok_or(AuthFail::Auth(AuthError::UnknownUser))?;
+    if user.disabled {
+        return Err(AuthFail::Auth(AuthError::Disabled));
+    }
+    if let Some(revoked_at) = user.tokens_revoked_at {
+        // Second resolution: a token from the very second of a revoke is
+        // refused too (safer than letting one issued just before through).
+        if claims.iat.is_none_or(|iat| iat <= revoked_at) {
+            return Err(AuthFail::Auth(AuthError::Revoked));
+        }
+    }
+    Ok((claims, user))
+}
+
+fn expiry_instant(exp: i64) -> TokioInstant {
+    let left = exp + LEEWAY_SECS as i64 - crate::auth::now_secs();
+    TokioInstant::now() + Duration::from_secs(left.max(0) as u64)
+}
+
+fn store_close(e: &StoreError) -> CloseWith {
+    tracing::warn!(error = %e, "store failed during session");
+    CloseWith::new(1013, "store unavailable, retry later")
+}
+
+/// A read error: too-large messages close with 1009, the rest just end.
+fn read_error_close(e: &warp::Error) -> Option<CloseWith> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+            err.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        {
+            return Some(CloseWith::new(close::TOO_BIG, "message too large"));
+        }
+        src = err.source();
+    }
+    tracing::debug!(error = %e, "read failed");
+    None
+}

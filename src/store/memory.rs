@@ -1,0 +1,306 @@
+//! The embedded store: everything in one process, behind one mutex.
+//!
+//! One lock makes `ingest` trivially atomic (receipt, call, seq, events), which
+//! is the same guarantee the MongoDB backend gets from a transaction. Every
+//! critical section is short and never awaits, so a plain `std` mutex is right.
+//! Nothing survives a restart: the daemon logs a warning when it runs on it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+
+/// History kept per user regardless of age, so a flood for one user cannot
+/// take the process's memory (the MongoDB store is bounded by its TTL only).
+const MAX_EVENTS_PER_USER: usize = 100_000;
+
+/// Receipts kept for de-duplication. Telnyx retries for hours, not days;
+/// receipts older than `history` (24 h by default) are dropped.
+#[derive(Default)]
+struct State {
+    users: HashMap<String, User>,
+    status: HashMap<String, Status>,
+    presence: HashMap<String, PresenceState>,
+    /// `s:<session>` / `c:<control>` → bound users.
+    bindings: HashMap<String, Vec<String>>,
+    /// call_control_id → leg record.
+    calls: HashMap<String, CallRecord>,
+    logs: HashMap<String, UserLog>,
+    receipts: HashSet<String>,
+    receipt_order: VecDeque<(i64, String)>,
+    /// (hung up at ms, call_control_id): ended legs are forgotten after `history`.
+    ended_calls: VecDeque<(i64, String)>,
+}
+
+#[derive(Default)]
+struct PresenceState {
+    connections: HashSet<String>,
+    last_seen: Option<String>,
+}
+
+#[derive(Default)]
+struct UserLog {
+    last_seq: u64,
+    /// (stored_at ms, event), oldest first.
+    events: VecDeque<(i64, StoredEvent)>,
+}
+
+pub struct MemoryStore {
+    state: Mutex<State>,
+    history: Duration,
+}
+
+impl MemoryStore {
+    pub fn new(history: Duration) -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            history,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug elsewhere; the data
+        // is still consistent at every await-free step, so keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn prune(&mut self, now: i64, history_ms: i64) {
+        while let Some((at, _)) = self.receipt_order.front() {
+            if now - *at <= history_ms {
+                break;
+            }
+            let (_, id) = self.receipt_order.pop_front().expect("front exists");
+            self.receipts.remove(&id);
+        }
+        while let Some((at, _)) = self.ended_calls.front() {
+            if now - *at <= history_ms {
+                break;
+            }
+            let (_, control) = self.ended_calls.pop_front().expect("front exists");
+            if let Some(call) = self.calls.remove(&control) {
+                self.bindings.remove(&format!("c:{control}"));
+                if let Some(session) = call.call_session_id {
+                    self.bindings.remove(&format!("s:{session}"));
+                }
+            }
+        }
+    }
+}
+
+impl UserLog {
+    fn prune(&mut self, now: i64, history_ms: i64) {
+        while let Some((at, _)) = self.events.front() {
+            if now - *at <= history_ms && self.events.len() <= MAX_EVENTS_PER_USER {
+                break;
+            }
+            self.events.pop_front();
+        }
+    }
+}
+
+fn ids_where(users: &HashMap<String, User>, pred: impl Fn(&User) -> bool) -> Vec<String> {
+    let mut ids: Vec<String> = users
+        .values()
+        .filter(|u| pred(u))
+        .map(|u| u.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn upsert_user(&self, user: User) -> StoreResult<User> {
+        let mut st = self.lock();
+        st.users.insert(user.id.clone(), user.clone());
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        Ok(self.lock().users.get(id).cloned())
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let mut st = self.lock();
+        let found = st.users.remove(id).is_some();
+        if found {
+            st.logs.remove(id);
+            st.status.remove(id);
+            st.presence.remove(id);
+        }
+        Ok(found)
+    }
+
+    async fn revoke_tokens(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let mut st = self.lock();
+        Ok(match st.users.get_mut(id) {
+            Some(u) => {
+                u.tokens_revoked_at = Some(u.tokens_revoked_at.unwrap_or(i64::MIN).max(at));
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn users_by_phone(&self, e164: &str) -> StoreResult<Vec<String>> {
+        Ok(ids_where(&self.lock().users, |u| {
+            u.phone_numbers.iter().any(|p| p == e164)
+        }))
+    }
+
+    async fn users_by_connection(&self, connection_id: &str) -> StoreResult<Vec<String>> {
+        Ok(ids_where(&self.lock().users, |u| {
+            u.connection_ids.iter().any(|c| c == connection_id)
+        }))
+    }
+
+    async fn users_by_roles(&self, roles: &[Role]) -> StoreResult<Vec<String>> {
+        Ok(ids_where(&self.lock().users, |u| roles.contains(&u.role)))
+    }
+
+    async fn all_user_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(ids_where(&self.lock().users, |_| true))
+    }
+
+    async fn call_binding(&self, keys: &[String]) -> StoreResult<Option<Vec<String>>> {
+        let st = self.lock();
+        Ok(keys.iter().find_map(|k| st.bindings.get(k).cloned()))
+    }
+
+    async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome> {
+        let now = now_ms();
+        let history_ms = self.history.as_millis() as i64;
+        let mut st = self.lock();
+        st.prune(now, history_ms);
+        if !st.receipts.insert(ingest.event_id.clone()) {
+            return Ok(IngestOutcome::Duplicate);
+        }
+        st.receipt_order.push_back((now, ingest.event_id.clone()));
+
+        if !ingest.targets.is_empty() {
+            for key in ingest.call.binding_keys() {
+                st.bindings.insert(key, ingest.targets.clone());
+            }
+        }
+        if let Some(control) = &ingest.call.call_control_id {
+            let call = st
+                .calls
+                .entry(control.clone())
+                .or_insert_with(|| CallRecord::new(control));
+            let was_ended = call.ended;
+            call.apply(&ingest);
+            if call.ended && !was_ended {
+                st.ended_calls.push_back((now, control.clone()));
+            }
+        }
+
+        let mut stored = Vec::with_capacity(ingest.targets.len());
+        for user in &ingest.targets {
+            let log = st.logs.entry(user.clone()).or_default();
+            log.last_seq += 1;
+            let ev = StoredEvent {
+                user_id: user.clone(),
+                seq: log.last_seq,
+                id: ingest.event_id.clone(),
+                event: ingest.event.clone(),
+                ts: ingest.ts.clone(),
+                data: ingest.data.clone(),
+            };
+            log.events.push_back((now, ev.clone()));
+            log.prune(now, history_ms);
+            stored.push(ev);
+        }
+        Ok(IngestOutcome::Stored(stored))
+    }
+
+    async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {
+        let now = now_ms();
+        let mut st = self.lock();
+        let Some(log) = st.logs.get_mut(user) else {
+            return Ok(EventsPage {
+                events: Vec::new(),
+                gap: false,
+            });
+        };
+        log.prune(now, self.history.as_millis() as i64);
+        let oldest = log.events.front().map(|(_, e)| e.seq);
+        // A gap: events after `since` existed but the oldest we still hold is
+        // later than `since + 1`.
+        let gap = since < log.last_seq && oldest.is_none_or(|o| o > since + 1);
+        let start = log.events.partition_point(|(_, e)| e.seq <= since);
+        let events = log
+            .events
+            .range(start..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok(EventsPage { events, gap })
+    }
+
+    async fn last_seq(&self, user: &str) -> StoreResult<u64> {
+        Ok(self.lock().logs.get(user).map_or(0, |l| l.last_seq))
+    }
+
+    async fn connection_opened(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        let mut st = self.lock();
+        let p = st.presence.entry(user.to_string()).or_default();
+        p.connections.insert(conn_id.to_string());
+        p.last_seen = Some(now_rfc3339());
+        Ok(())
+    }
+
+    async fn connection_closed(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        let mut st = self.lock();
+        if let Some(p) = st.presence.get_mut(user) {
+            p.connections.remove(conn_id);
+            p.last_seen = Some(now_rfc3339());
+        }
+        Ok(())
+    }
+
+    async fn set_status(&self, user: &str, status: Status) -> StoreResult<()> {
+        self.lock().status.insert(user.to_string(), status);
+        Ok(())
+    }
+
+    async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>> {
+        let st = self.lock();
+        let Some(user) = st.users.get(id).cloned() else {
+            return Ok(None);
+        };
+        let presence = st
+            .presence
+            .get(id)
+            .map(|p| Presence {
+                online: !p.connections.is_empty(),
+                connections: p.connections.len() as u32,
+                last_seen: p.last_seen.clone(),
+            })
+            .unwrap_or_default();
+        let mut active_calls: Vec<ActiveCall> = st
+            .calls
+            .values()
+            .filter(|c| c.users.iter().any(|u| u == id))
+            .filter_map(CallRecord::active_call)
+            .collect();
+        active_calls.sort_by(|a, b| {
+            (a.started_at.as_deref(), &a.call_control_id)
+                .cmp(&(b.started_at.as_deref(), &b.call_control_id))
+        });
+        Ok(Some(UserView {
+            user,
+            presence,
+            status: st.status.get(id).copied().unwrap_or_default(),
+            active_calls,
+        }))
+    }
+}

@@ -1,0 +1,131 @@
+//! `POST /webhooks/telnyx`: verify → normalize → route → store → hub, and
+//! only then answer 200 (persist first, then fan out).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::normalize::{normalize, Normalized};
+use crate::routing::{self, mask_phone, Rule};
+use crate::store::{now_ms, Ingest, IngestOutcome, StoreError};
+
+/// Largest webhook body accepted (contract §3: 413 above 1 MiB).
+pub const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, Serialize)]
+pub struct Ack {
+    pub ok: bool,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+pub async fn handle(
+    app: &Arc<App>,
+    signature: Option<&[u8]>,
+    timestamp: Option<&[u8]>,
+    body: Bytes,
+    received: Instant,
+) -> Result<Ack, ApiError> {
+    let now = now_ms();
+    let verified = app
+        .verifier
+        .verify(signature, timestamp, body, now.div_euclid(1000))?;
+    let envelope = verified.parse()?;
+    let ev = normalize(&envelope, now);
+    app.metrics.events_received.inc();
+
+    let span = tracing::info_span!(
+        "webhook",
+        id = %ev.id,
+        event = %ev.event,
+        call = ev.call.call_control_id.as_deref().unwrap_or(""),
+        from = %ev.call.from.as_deref().map(mask_phone).unwrap_or_default(),
+        to = %ev.call.to.as_deref().map(mask_phone).unwrap_or_default(),
+    );
+    // Routing and storing run in their own task: if Telnyx hangs up on us
+    // mid-request, the event is still stored and delivered (it will be
+    // answered `duplicate` on the retry) instead of being cut off between
+    // the store and the hub.
+    let task = app
+        .tracker
+        .spawn(process(app.clone(), ev, received).instrument(span.clone()));
+    let limit = app.config.store_timeout;
+    let result = match tokio::time::timeout(limit, task).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(ApiError::Store(StoreError::Unavailable(format!(
+            "webhook task failed: {join}"
+        )))),
+        Err(_) => Err(ApiError::Store(StoreError::Timeout(limit))),
+    };
+    if let Err(e) = &result {
+        span.in_scope(|| tracing::warn!(error = %e, "webhook not stored; Telnyx will retry"));
+    }
+    result
+}
+
+async fn process(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack, ApiError> {
+    let store_start = Instant::now();
+    let route = routing::route(app.store.as_ref(), &ev, app.config.unrouted).await?;
+    let Normalized {
+        id,
+        event,
+        ts,
+        occurred_ms,
+        call,
+        transition,
+        mut data,
+        ..
+    } = ev;
+    data.insert(
+        "userIds".into(),
+        Value::Array(route.targets.iter().cloned().map(Value::String).collect()),
+    );
+    let ingest = Ingest {
+        event_id: id.clone(),
+        event,
+        ts,
+        occurred_ms,
+        data: Arc::new(Value::Object(data)),
+        targets: route.targets.clone(),
+        call,
+        transition,
+    };
+    let outcome = app.store.ingest(ingest).await?;
+    Metrics::observe_since(&app.metrics.store_latency, store_start);
+    match outcome {
+        IngestOutcome::Duplicate => {
+            app.metrics.events_duplicate.inc();
+            tracing::info!("duplicate delivery; already stored");
+            Ok(Ack {
+                ok: true,
+                id,
+                duplicate: true,
+            })
+        }
+        IngestOutcome::Stored(events) => {
+            app.metrics.routed(route.rule.as_str());
+            if route.rule == Rule::Unrouted {
+                app.metrics.events_unrouted.inc();
+            }
+            let queued = app.hub.deliver(&events, Some(received));
+            tracing::info!(
+                rule = route.rule.as_str(),
+                users = route.targets.len(),
+                sessions = queued,
+                "stored and fanned out"
+            );
+            Ok(Ack {
+                ok: true,
+                id,
+                duplicate: false,
+            })
+        }
+    }
+}
