@@ -64,12 +64,16 @@ impl ClientMessage {
                 ty.chars().take(32).collect::<String>()
             ));
         }
-        serde_json::from_value(v).map_err(|e| {
-            let s = e.to_string();
-            format!(
-                "bad `{ty}` message: {}",
-                s.split(" at line").next().unwrap_or("")
-            )
+        // serde's messages quote the offending value (maybe a token): say
+        // what shape was expected instead.
+        serde_json::from_value(v).map_err(|_| {
+            let shape = match ty.as_str() {
+                "ping" => r#"{"type":"ping","data":{}}"#,
+                "auth" => r#"{"type":"auth","token":"<JWT>"}"#,
+                "resume" => r#"{"type":"resume","since":<seq, 0 or more>}"#,
+                _ => r#"{"type":"status","status":"available"|"away"|"busy"}"#,
+            };
+            format!("bad `{ty}` message; expected {shape}")
         })
     }
 }
