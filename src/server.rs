@@ -53,9 +53,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
             );
             Ok(Arc::new(store::memory::MemoryStore::new(config.history)))
         }
-        Some(_) => Err(RunError::Setup(
-            "CALLBRIDGE_MONGODB_URI is set but this build has no MongoDB backend yet".into(),
-        )),
+        Some(uri) => {
+            let store = store::mongo::MongoStore::connect(
+                uri,
+                &config.mongodb_db,
+                config.history,
+                config.store_timeout,
+            )
+            .await?;
+            tracing::info!(db = %config.mongodb_db, "using MongoDB");
+            Ok(Arc::new(store))
+        }
     }
 }
 
@@ -74,8 +82,28 @@ pub async fn run(
             .await
             .map_err(RunError::Store)?;
     }
+    spawn_heartbeat(&app);
     serve(listener, app, CertResolver::new(cert), shutdown).await;
     Ok(())
+}
+
+/// Periodic store upkeep (presence heartbeat), until shutdown.
+fn spawn_heartbeat(app: &Arc<App>) {
+    let app2 = app.clone();
+    app.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(store::HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = app2.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = store::bounded(app2.config.store_timeout, app2.store.heartbeat()).await {
+                        tracing::warn!(error = %e, "store heartbeat failed");
+                    }
+                }
+            }
+        }
+    });
 }
 
 pub async fn serve(

@@ -11,6 +11,7 @@
 //! - a hung-up call is never revived by a late or duplicate event.
 
 pub mod memory;
+pub mod mongo;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,10 +344,18 @@ pub trait Store: Send + Sync + 'static {
     // ---- presence and status
     async fn connection_opened(&self, user: &str, conn_id: &str) -> StoreResult<()>;
     async fn connection_closed(&self, user: &str, conn_id: &str) -> StoreResult<()>;
+    /// Called every [`HEARTBEAT`] by the daemon: keeps this process's
+    /// presence fresh and drops presence left by dead processes.
+    async fn heartbeat(&self) -> StoreResult<()> {
+        Ok(())
+    }
     async fn set_status(&self, user: &str, status: Status) -> StoreResult<()>;
     /// User, presence, status and active calls in one read.
     async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>>;
 }
+
+/// How often [`Store::heartbeat`] runs.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Bound one store operation by `limit` (contract: `CALLBRIDGE_STORE_TIMEOUT_SECS`).
 pub async fn bounded<T>(

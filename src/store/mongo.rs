@@ -1,0 +1,704 @@
+//! MongoDB backend (production). Standard driver features only, for MongoDB
+//! ≥ 6.0 replica sets: multi-document transactions, atomic update
+//! operators, unique and TTL indexes.
+//!
+//! Collections (schema in `docs/mongodb.md`):
+//! - `users`     `_id` = user id; multikey indexes on `phoneNumbers`, `connectionIds`; `role`
+//! - `seqs`      `_id` = user id, `seq` = the user's last stored `seq`
+//! - `events`    one per (user, event): unique `(userId, seq)`; TTL on `storedAt`
+//! - `receipts`  `_id` = Telnyx event id; TTL on `receivedAt` (de-duplication)
+//! - `calls`     `_id` = call_control_id: the leg's state and bound users; TTL on `endedAt`
+//! - `bindings`  `_id` = `s:<session>` / `c:<control>` → users; TTL on `updatedAt`
+//! - `presence`  `_id` = connection id, `userId`, `instance`, `heartbeatAt` (TTL)
+//! - `userState` `_id` = user id, `status`, `lastSeen`
+//!
+//! `ingest` is one transaction with majority/journaled write concern: the
+//! receipt insert (unique `_id`) makes a second delivery of the same event id
+//! abort as a duplicate, and the `$inc` on the user's `seqs` document makes
+//! concurrent ingests for one user — from any number of processes —
+//! serialize, so `seq` has no gap and no repeat.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, DateTime, Document};
+use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, IndexOptions, ReadConcern, ReturnDocument, WriteConcern,
+};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+
+use super::*;
+
+/// Presence documents not refreshed for this long belong to a dead process.
+const PRESENCE_STALE: Duration = Duration::from_secs(90);
+/// Receipts outlive Telnyx's retry window (hours) with a wide margin.
+const MIN_RECEIPT_TTL: Duration = Duration::from_secs(72 * 3600);
+/// Attempts for a transaction that keeps meeting write conflicts (each one
+/// means another ingest for the same user or event won the race).
+const TXN_ATTEMPTS: usize = 50;
+
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    history: Duration,
+    instance: String,
+}
+
+fn unavailable(e: MongoError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_duplicate_key(e: &MongoError) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == 11000,
+        ErrorKind::Command(ce) => ce.code == 11000,
+        ErrorKind::InsertMany(im) => im
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == 11000)),
+        _ => false,
+    }
+}
+
+fn durable() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
+fn dt(ms: i64) -> DateTime {
+    DateTime::from_millis(ms)
+}
+
+/// A `users` document into a [`User`]; a hand-edited document of the wrong
+/// shape is logged and skipped, never a panic.
+fn user_from_doc(mut d: Document) -> Option<User> {
+    let id = d.remove("_id");
+    let id_text = match &id {
+        Some(Bson::String(s)) => s.clone(),
+        other => {
+            tracing::error!(id = ?other, "users document with a non-string _id skipped");
+            return None;
+        }
+    };
+    d.insert("id", id_text.clone());
+    match bson::from_document::<User>(d) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::error!(user = %id_text, error = %e, "users document has a wrong shape; skipped");
+            None
+        }
+    }
+}
+
+fn user_to_doc(user: &User) -> StoreResult<Document> {
+    let mut d = bson::to_document(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    d.remove("id");
+    d.insert("_id", user.id.clone());
+    Ok(d)
+}
+
+fn event_from_doc(d: &Document) -> StoreResult<StoredEvent> {
+    let bad = |what: &str| StoreError::Corrupt(format!("events document: {what}"));
+    let data_json = d.get_str("dataJson").map_err(|_| bad("dataJson"))?;
+    Ok(StoredEvent {
+        user_id: d.get_str("userId").map_err(|_| bad("userId"))?.to_string(),
+        seq: d.get_i64("seq").map_err(|_| bad("seq"))? as u64,
+        id: d
+            .get_str("eventId")
+            .map_err(|_| bad("eventId"))?
+            .to_string(),
+        event: d.get_str("event").map_err(|_| bad("event"))?.to_string(),
+        ts: d.get_str("ts").map_err(|_| bad("ts"))?.to_string(),
+        data: Arc::new(serde_json::from_str(data_json).map_err(|_| bad("dataJson is not JSON"))?),
+    })
+}
+
+impl MongoStore {
+    /// Connect and create the indexes (idempotent). Fails when the server
+    /// cannot be reached within `timeout`.
+    pub async fn connect(
+        uri: &str,
+        db_name: &str,
+        history: Duration,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        let mut opts = ClientOptions::parse(uri).await.map_err(unavailable)?;
+        opts.app_name = Some("callbridge".into());
+        opts.server_selection_timeout = Some(timeout);
+        opts.connect_timeout = Some(timeout);
+        opts.write_concern = Some(durable());
+        opts.read_concern = Some(ReadConcern::majority());
+        let client = Client::with_options(opts).map_err(unavailable)?;
+        let db = client.database(db_name);
+        let store = MongoStore {
+            client,
+            db,
+            history,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        store.ensure_indexes().await?;
+        store.remove_stale_presence().await?;
+        Ok(store)
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    fn receipt_ttl(&self) -> Duration {
+        self.history.max(MIN_RECEIPT_TTL)
+    }
+
+    /// Every index the queries need; TTLs follow the configuration.
+    pub async fn ensure_indexes(&self) -> StoreResult<()> {
+        let idx = |keys: Document, opts: IndexOptions| {
+            IndexModel::builder().keys(keys).options(opts).build()
+        };
+        let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
+        let ttl = |name: &str, d: Duration| {
+            IndexOptions::builder()
+                .name(name.to_string())
+                .expire_after(d)
+                .build()
+        };
+        let plan: Vec<(&str, IndexModel)> = vec![
+            (
+                "users",
+                idx(doc! {"phoneNumbers": 1}, named("phoneNumbers")),
+            ),
+            (
+                "users",
+                idx(doc! {"connectionIds": 1}, named("connectionIds")),
+            ),
+            ("users", idx(doc! {"role": 1}, named("role"))),
+            (
+                "events",
+                idx(
+                    doc! {"userId": 1, "seq": 1},
+                    IndexOptions::builder()
+                        .name("userId_seq".to_string())
+                        .unique(true)
+                        .build(),
+                ),
+            ),
+            (
+                "events",
+                idx(doc! {"storedAt": 1}, ttl("storedAt_ttl", self.history)),
+            ),
+            (
+                "receipts",
+                idx(
+                    doc! {"receivedAt": 1},
+                    ttl("receivedAt_ttl", self.receipt_ttl()),
+                ),
+            ),
+            (
+                "calls",
+                idx(doc! {"users": 1, "ended": 1}, named("users_ended")),
+            ),
+            (
+                "calls",
+                idx(doc! {"endedAt": 1}, ttl("endedAt_ttl", self.history)),
+            ),
+            (
+                "bindings",
+                idx(
+                    doc! {"updatedAt": 1},
+                    ttl(
+                        "updatedAt_ttl",
+                        self.history.max(Duration::from_secs(48 * 3600)),
+                    ),
+                ),
+            ),
+            ("presence", idx(doc! {"userId": 1}, named("userId"))),
+            (
+                "presence",
+                idx(
+                    doc! {"heartbeatAt": 1},
+                    ttl("heartbeatAt_ttl", PRESENCE_STALE * 2),
+                ),
+            ),
+        ];
+        for (coll, model) in plan {
+            if let Err(e) = self.coll(coll).create_index(model.clone()).await {
+                // An existing TTL index with another expiry (history hours
+                // changed): replace it.
+                let name = model.options.as_ref().and_then(|o| o.name.clone());
+                match (e.kind.as_ref(), name) {
+                    (ErrorKind::Command(ce), Some(name)) if ce.code == 85 || ce.code == 86 => {
+                        self.coll(coll)
+                            .drop_index(name)
+                            .await
+                            .map_err(unavailable)?;
+                        self.coll(coll)
+                            .create_index(model)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    _ => return Err(unavailable(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the indexes present, per collection (for `check-config`).
+    pub async fn index_names(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        for coll in [
+            "users", "events", "receipts", "calls", "bindings", "presence",
+        ] {
+            let names = self
+                .coll(coll)
+                .list_index_names()
+                .await
+                .map_err(unavailable)?;
+            out.push((coll.to_string(), names));
+        }
+        Ok(out)
+    }
+
+    /// Drop presence of connections whose process died (no heartbeat).
+    async fn remove_stale_presence(&self) -> StoreResult<()> {
+        let cutoff = dt(now_ms() - PRESENCE_STALE.as_millis() as i64);
+        let r = self
+            .coll("presence")
+            .delete_many(doc! {"heartbeatAt": {"$lt": cutoff}})
+            .await
+            .map_err(unavailable)?;
+        if r.deleted_count > 0 {
+            tracing::info!(
+                removed = r.deleted_count,
+                "stale presence from dead processes removed"
+            );
+        }
+        Ok(())
+    }
+
+    async fn ids(&self, filter: Document) -> StoreResult<Vec<String>> {
+        let docs: Vec<Document> = self
+            .coll("users")
+            .find(filter)
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
+            .collect())
+    }
+
+    /// One attempt of the ingest transaction. `Ok(None)`: duplicate.
+    async fn ingest_once(
+        &self,
+        s: &mut ClientSession,
+        ingest: &Ingest,
+        now: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, MongoError> {
+        s.start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(durable())
+            .await?;
+        let receipt = self
+            .coll("receipts")
+            .insert_one(doc! {"_id": &ingest.event_id, "receivedAt": dt(now)})
+            .session(&mut *s)
+            .await;
+        if let Err(e) = receipt {
+            let _ = s.abort_transaction().await;
+            return if is_duplicate_key(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+
+        if !ingest.targets.is_empty() {
+            for key in ingest.call.binding_keys() {
+                self.coll("bindings")
+                    .update_one(
+                        doc! {"_id": &key},
+                        doc! {"$set": {"users": &ingest.targets, "updatedAt": dt(now)}},
+                    )
+                    .upsert(true)
+                    .session(&mut *s)
+                    .await?;
+            }
+        }
+
+        if let Some(control) = &ingest.call.call_control_id {
+            let calls: Collection<Document> = self.coll("calls");
+            let existing = calls
+                .find_one(doc! {"_id": control})
+                .session(&mut *s)
+                .await?;
+            let mut record = match existing {
+                Some(mut d) => {
+                    d.remove("_id");
+                    d.remove("endedAt");
+                    bson::from_document::<CallRecord>(d).unwrap_or_else(|e| {
+                        tracing::error!(call = %control, error = %e, "calls document has a wrong shape; rebuilt");
+                        CallRecord::new(control)
+                    })
+                }
+                None => CallRecord::new(control),
+            };
+            record.apply(ingest);
+            let mut d = bson::to_document(&record)
+                .map_err(|e| MongoError::custom(format!("call record does not serialize: {e}")))?;
+            d.insert("_id", control.clone());
+            if record.ended {
+                d.insert("endedAt", dt(now));
+            }
+            calls
+                .replace_one(doc! {"_id": control}, d)
+                .upsert(true)
+                .session(&mut *s)
+                .await?;
+        }
+
+        let data_json = serde_json::to_string(ingest.data.as_ref())
+            .map_err(|e| MongoError::custom(e.to_string()))?;
+        let mut stored = Vec::with_capacity(ingest.targets.len());
+        for user in &ingest.targets {
+            let counter = self
+                .coll("seqs")
+                .find_one_and_update(doc! {"_id": user}, doc! {"$inc": {"seq": 1i64}})
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .session(&mut *s)
+                .await?
+                .ok_or_else(|| MongoError::custom("seq counter upsert returned nothing"))?;
+            let seq = counter
+                .get_i64("seq")
+                .map_err(|_| MongoError::custom("seqs document without an i64 seq"))?;
+            self.coll("events")
+                .insert_one(doc! {
+                    "userId": user,
+                    "seq": seq,
+                    "eventId": &ingest.event_id,
+                    "event": &ingest.event,
+                    "ts": &ingest.ts,
+                    "dataJson": &data_json,
+                    "storedAt": dt(now),
+                })
+                .session(&mut *s)
+                .await?;
+            stored.push(StoredEvent {
+                user_id: user.clone(),
+                seq: seq as u64,
+                id: ingest.event_id.clone(),
+                event: ingest.event.clone(),
+                ts: ingest.ts.clone(),
+                data: ingest.data.clone(),
+            });
+        }
+
+        // Commit; an unknown commit result is retried as the driver spec says.
+        loop {
+            match s.commit_transaction().await {
+                Ok(()) => return Ok(Some(stored)),
+                Err(e) if e.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn upsert_user(&self, user: User) -> StoreResult<User> {
+        let d = user_to_doc(&user)?;
+        self.coll("users")
+            .replace_one(doc! {"_id": &user.id}, d)
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let d = self
+            .coll("users")
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(unavailable)?;
+        Ok(d.and_then(user_from_doc))
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let r = self
+            .coll("users")
+            .delete_one(doc! {"_id": id})
+            .await
+            .map_err(unavailable)?;
+        if r.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.coll("events")
+            .delete_many(doc! {"userId": id})
+            .await
+            .map_err(unavailable)?;
+        for coll in ["seqs", "userState"] {
+            self.coll(coll)
+                .delete_one(doc! {"_id": id})
+                .await
+                .map_err(unavailable)?;
+        }
+        self.coll("presence")
+            .delete_many(doc! {"userId": id})
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn revoke_tokens(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let r = self
+            .coll("users")
+            .update_one(doc! {"_id": id}, doc! {"$max": {"tokensRevokedAt": at}})
+            .await
+            .map_err(unavailable)?;
+        Ok(r.matched_count > 0)
+    }
+
+    async fn users_by_phone(&self, e164: &str) -> StoreResult<Vec<String>> {
+        self.ids(doc! {"phoneNumbers": e164}).await
+    }
+
+    async fn users_by_connection(&self, connection_id: &str) -> StoreResult<Vec<String>> {
+        self.ids(doc! {"connectionIds": connection_id}).await
+    }
+
+    async fn users_by_roles(&self, roles: &[Role]) -> StoreResult<Vec<String>> {
+        let names: Vec<Bson> = roles.iter().filter_map(|r| bson::to_bson(r).ok()).collect();
+        self.ids(doc! {"role": {"$in": names}}).await
+    }
+
+    async fn all_user_ids(&self) -> StoreResult<Vec<String>> {
+        self.ids(doc! {}).await
+    }
+
+    async fn call_binding(&self, keys: &[String]) -> StoreResult<Option<Vec<String>>> {
+        for key in keys {
+            let d = self
+                .coll("bindings")
+                .find_one(doc! {"_id": key})
+                .await
+                .map_err(unavailable)?;
+            if let Some(d) = d {
+                let users: Vec<String> = d
+                    .get_array("users")
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|b| b.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Ok(Some(users));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome> {
+        let mut session = self.client.start_session().await.map_err(unavailable)?;
+        let mut backoff = Duration::from_millis(1);
+        for attempt in 1..=TXN_ATTEMPTS {
+            match self.ingest_once(&mut session, &ingest, now_ms()).await {
+                Ok(Some(events)) => return Ok(IngestOutcome::Stored(events)),
+                Ok(None) => return Ok(IngestOutcome::Duplicate),
+                Err(e)
+                    if e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+                        && attempt < TXN_ATTEMPTS =>
+                {
+                    let _ = session.abort_transaction().await;
+                    // Write conflict with a concurrent ingest for the same
+                    // user/event: back off a little (jittered) and retry.
+                    let jitter = (now_ms() as u64 % 7) + 1;
+                    tokio::time::sleep(backoff * jitter as u32 / 4).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "transaction kept conflicting".into(),
+        ))
+    }
+
+    async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {
+        let events_coll = self.coll("events");
+        let docs: Vec<Document> = events_coll
+            .find(doc! {"userId": user, "seq": {"$gt": since as i64}})
+            .sort(doc! {"seq": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut events = Vec::with_capacity(docs.len());
+        for d in &docs {
+            match event_from_doc(d) {
+                Ok(e) => events.push(e),
+                Err(e) => tracing::error!(user, error = %e, "events document skipped"),
+            }
+        }
+        let last = self.last_seq(user).await?;
+        let gap = if since >= last {
+            false
+        } else {
+            let oldest = events_coll
+                .find_one(doc! {"userId": user})
+                .sort(doc! {"seq": 1})
+                .projection(doc! {"seq": 1})
+                .await
+                .map_err(unavailable)?
+                .and_then(|d| d.get_i64("seq").ok());
+            oldest.is_none_or(|o| o as u64 > since + 1)
+        };
+        Ok(EventsPage { events, gap })
+    }
+
+    async fn last_seq(&self, user: &str) -> StoreResult<u64> {
+        let d = self
+            .coll("seqs")
+            .find_one(doc! {"_id": user})
+            .await
+            .map_err(unavailable)?;
+        Ok(d.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0).max(0) as u64)
+    }
+
+    async fn connection_opened(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        let now = dt(now_ms());
+        self.coll("presence")
+            .replace_one(
+                doc! {"_id": conn_id},
+                doc! {"userId": user, "instance": &self.instance, "heartbeatAt": now},
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        self.coll("userState")
+            .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeen": now}})
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn connection_closed(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        self.coll("presence")
+            .delete_one(doc! {"_id": conn_id})
+            .await
+            .map_err(unavailable)?;
+        self.coll("userState")
+            .update_one(
+                doc! {"_id": user},
+                doc! {"$set": {"lastSeen": dt(now_ms())}},
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> StoreResult<()> {
+        self.coll("presence")
+            .update_many(
+                doc! {"instance": &self.instance},
+                doc! {"$set": {"heartbeatAt": dt(now_ms())}},
+            )
+            .await
+            .map_err(unavailable)?;
+        self.remove_stale_presence().await
+    }
+
+    async fn set_status(&self, user: &str, status: Status) -> StoreResult<()> {
+        let s = bson::to_bson(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.coll("userState")
+            .update_one(doc! {"_id": user}, doc! {"$set": {"status": s}})
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>> {
+        let Some(user) = self.get_user(id).await? else {
+            return Ok(None);
+        };
+        let cutoff = dt(now_ms() - PRESENCE_STALE.as_millis() as i64);
+        let connections = self
+            .coll("presence")
+            .count_documents(doc! {"userId": id, "heartbeatAt": {"$gte": cutoff}})
+            .await
+            .map_err(unavailable)? as u32;
+        let state = self
+            .coll("userState")
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(unavailable)?
+            .unwrap_or_default();
+        let status = state
+            .get("status")
+            .and_then(|b| bson::from_bson::<Status>(b.clone()).ok())
+            .unwrap_or_default();
+        let last_seen = state
+            .get_datetime("lastSeen")
+            .ok()
+            .map(|d| rfc3339_ms(d.timestamp_millis()));
+        let docs: Vec<Document> = self
+            .coll("calls")
+            .find(doc! {"users": id, "ended": false})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut active_calls: Vec<ActiveCall> = docs
+            .into_iter()
+            .filter_map(|mut d| {
+                d.remove("_id");
+                d.remove("endedAt");
+                bson::from_document::<CallRecord>(d).ok()
+            })
+            .filter_map(|c| c.active_call())
+            .collect();
+        active_calls.sort_by(|a, b| {
+            (a.started_at.as_deref(), &a.call_control_id)
+                .cmp(&(b.started_at.as_deref(), &b.call_control_id))
+        });
+        Ok(Some(UserView {
+            user,
+            presence: Presence {
+                online: connections > 0,
+                connections,
+                last_seen,
+            },
+            status,
+            active_calls,
+        }))
+    }
+}

@@ -1,0 +1,510 @@
+//! One conformance suite for the `Store` trait, run against the embedded
+//! store and against MongoDB (a real MongoDB-wire server: SecantusDB, started
+//! by `scripts/test.sh`, URI in `CALLBRIDGE_TEST_MONGODB_URI`).
+//!
+//! In CI the MongoDB half fails when the URI is missing; it never skips there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge::store::memory::MemoryStore;
+use callbridge::store::mongo::MongoStore;
+use callbridge::store::{
+    CallInfo, CallState, Ingest, IngestOutcome, Role, Status, Store, StoredEvent, Transition, User,
+};
+use serde_json::json;
+
+const HISTORY: Duration = Duration::from_secs(24 * 3600);
+
+fn mongo_uri() -> Option<String> {
+    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run the suite with scripts/test.sh"
+            );
+            eprintln!(
+                "CALLBRIDGE_TEST_MONGODB_URI not set: MongoDB half not run (use scripts/test.sh)"
+            );
+            None
+        }
+    }
+}
+
+async fn mongo_store(db: &str) -> MongoStore {
+    MongoStore::connect(&mongo_uri().unwrap(), db, HISTORY, Duration::from_secs(5))
+        .await
+        .expect("MongoDB reachable")
+}
+
+fn fresh_db() -> String {
+    format!("conf{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Run `body` against both backends.
+macro_rules! conformance {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HISTORY));
+                ($body)(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mongodb() {
+                if mongo_uri().is_none() {
+                    return;
+                }
+                let store: Arc<dyn Store> = Arc::new(mongo_store(&fresh_db()).await);
+                ($body)(store).await;
+            }
+        }
+    };
+}
+
+fn user(id: &str, role: Role, phones: &[&str], conns: &[&str]) -> User {
+    User {
+        id: id.into(),
+        email: Some(format!("{id}@example.com")),
+        name: None,
+        role,
+        phone_numbers: phones.iter().map(|s| s.to_string()).collect(),
+        connection_ids: conns.iter().map(|s| s.to_string()).collect(),
+        disabled: false,
+        tokens_revoked_at: None,
+    }
+}
+
+fn ingest(id: &str, targets: &[&str], control: &str, t: Transition, ms: i64) -> Ingest {
+    Ingest {
+        event_id: id.into(),
+        event: "call-x".into(),
+        ts: callbridge::store::rfc3339_ms(ms),
+        occurred_ms: ms,
+        data: Arc::new(json!({"n": id, "big": 12345678901234i64, "nested": {"a": [1, 2.5, null]}})),
+        targets: targets.iter().map(|s| s.to_string()).collect(),
+        call: CallInfo {
+            call_control_id: Some(control.into()),
+            call_session_id: Some(format!("s-{control}")),
+            direction: Some("inbound".into()),
+            from: Some("+15550001111".into()),
+            to: Some("+15550002222".into()),
+            start_time: None,
+        },
+        transition: t,
+    }
+}
+
+fn stored(o: IngestOutcome) -> Vec<StoredEvent> {
+    match o {
+        IngestOutcome::Stored(v) => v,
+        IngestOutcome::Duplicate => panic!("unexpected duplicate"),
+    }
+}
+
+conformance!(users_and_lookups, |s: Arc<dyn Store>| async move {
+    s.upsert_user(user("a", Role::Agent, &["+15550000001"], &["c1"]))
+        .await
+        .unwrap();
+    s.upsert_user(user("b", Role::Supervisor, &["+15550000001"], &[]))
+        .await
+        .unwrap();
+    s.upsert_user(user("c", Role::Admin, &[], &["c1", "c2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_user("a").await.unwrap().unwrap().email.as_deref(),
+        Some("a@example.com")
+    );
+    assert!(s.get_user("zz").await.unwrap().is_none());
+    assert_eq!(
+        s.users_by_phone("+15550000001").await.unwrap(),
+        vec!["a", "b"]
+    );
+    assert_eq!(s.users_by_connection("c1").await.unwrap(), vec!["a", "c"]);
+    assert_eq!(
+        s.users_by_roles(&[Role::Supervisor, Role::Admin])
+            .await
+            .unwrap(),
+        vec!["b", "c"]
+    );
+    assert_eq!(s.all_user_ids().await.unwrap(), vec!["a", "b", "c"]);
+    // Replace, not merge.
+    s.upsert_user(user("a", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(s.users_by_phone("+15550000001").await.unwrap(), vec!["b"]);
+    // Revocation only moves forward.
+    assert!(s.revoke_tokens("a", 1000).await.unwrap());
+    assert!(s.revoke_tokens("a", 500).await.unwrap());
+    assert_eq!(
+        s.get_user("a").await.unwrap().unwrap().tokens_revoked_at,
+        Some(1000)
+    );
+    assert!(!s.revoke_tokens("zz", 1).await.unwrap());
+    assert!(s.delete_user("c").await.unwrap());
+    assert!(!s.delete_user("c").await.unwrap());
+    assert!(s.get_user("c").await.unwrap().is_none());
+});
+
+conformance!(seq_dedupe_and_history, |s: Arc<dyn Store>| async move {
+    s.upsert_user(user("u1", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    s.upsert_user(user("u2", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    let e1 = stored(
+        s.ingest(ingest(
+            "e1",
+            &["u1", "u2"],
+            "cc1",
+            Transition::Initiated,
+            1000,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        e1.iter()
+            .map(|e| (e.user_id.as_str(), e.seq))
+            .collect::<Vec<_>>(),
+        vec![("u1", 1), ("u2", 1)]
+    );
+    let e2 = stored(
+        s.ingest(ingest("e2", &["u1"], "cc1", Transition::Answered, 2000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e2[0].seq, 2);
+    assert_eq!(
+        s.ingest(ingest("e1", &["u1"], "cc1", Transition::Initiated, 1000))
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(s.last_seq("u1").await.unwrap(), 2);
+    assert_eq!(s.last_seq("u2").await.unwrap(), 1);
+    assert_eq!(s.last_seq("nobody").await.unwrap(), 0);
+
+    let page = s.events_since("u1", 0, 100).await.unwrap();
+    assert!(!page.gap);
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Data round-trips exactly.
+    assert_eq!(page.events[0].data.as_ref(), e1[0].data.as_ref());
+    assert_eq!(page.events[0].id, "e1");
+    assert_eq!(page.events[0].ts, callbridge::store::rfc3339_ms(1000));
+    let page = s.events_since("u1", 1, 100).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let page = s.events_since("u1", 2, 100).await.unwrap();
+    assert!(page.events.is_empty() && !page.gap);
+    let page = s.events_since("u1", 0, 1).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    // Targetless events (drop policy) store a receipt only.
+    assert!(stored(
+        s.ingest(ingest("e3", &[], "cc9", Transition::None, 3000))
+            .await
+            .unwrap()
+    )
+    .is_empty());
+    assert_eq!(
+        s.ingest(ingest("e3", &[], "cc9", Transition::None, 3000))
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate
+    );
+    // Deleting a user drops their history.
+    assert!(s.delete_user("u2").await.unwrap());
+    assert!(s.events_since("u2", 0, 10).await.unwrap().events.is_empty());
+});
+
+conformance!(concurrent_ingest_allocates_contiguous_seq, |s: Arc<
+    dyn Store,
+>| async move {
+    s.upsert_user(user("u1", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    let n = 40;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            stored(
+                s.ingest(ingest(
+                    &format!("p{i}"),
+                    &["u1"],
+                    &format!("call{i}"),
+                    Transition::None,
+                    i,
+                ))
+                .await
+                .unwrap(),
+            )
+        }));
+    }
+    let mut seqs: Vec<u64> = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap().iter().map(|e| e.seq));
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+    let page = s.events_since("u1", 0, 1000).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=n as u64).collect::<Vec<_>>()
+    );
+});
+
+conformance!(
+    concurrent_duplicates_store_once,
+    |s: Arc<dyn Store>| async move {
+        s.upsert_user(user("u1", Role::Agent, &[], &[]))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.ingest(ingest("same", &["u1"], "cc", Transition::Initiated, 1))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut stored_count = 0;
+        for t in tasks {
+            if let IngestOutcome::Stored(v) = t.await.unwrap() {
+                stored_count += 1;
+                assert_eq!(v[0].seq, 1);
+            }
+        }
+        assert_eq!(stored_count, 1);
+        assert_eq!(s.last_seq("u1").await.unwrap(), 1);
+    }
+);
+
+conformance!(call_state_and_bindings, |s: Arc<dyn Store>| async move {
+    s.upsert_user(user("u1", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    s.upsert_user(user("u2", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    s.ingest(ingest("i", &["u1"], "cc", Transition::Initiated, 1000))
+        .await
+        .unwrap();
+    let keys = vec!["s:s-cc".to_string(), "c:cc".to_string()];
+    assert_eq!(
+        s.call_binding(&keys).await.unwrap(),
+        Some(vec!["u1".to_string()])
+    );
+    assert_eq!(
+        s.call_binding(&["c:cc".to_string()]).await.unwrap(),
+        Some(vec!["u1".to_string()])
+    );
+    assert_eq!(
+        s.call_binding(&["c:other".to_string()]).await.unwrap(),
+        None
+    );
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert_eq!(v.active_calls.len(), 1);
+    assert_eq!(v.active_calls[0].state, CallState::Ringing);
+    assert_eq!(v.active_calls[0].call_session_id.as_deref(), Some("s-cc"));
+    s.ingest(ingest("a", &["u1"], "cc", Transition::Answered, 2000))
+        .await
+        .unwrap();
+    s.ingest(ingest("b", &["u1"], "cc", Transition::Bridged, 3000))
+        .await
+        .unwrap();
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert_eq!(v.active_calls[0].state, CallState::Bridged);
+    assert!(v.active_calls[0].answered_at.is_some());
+    assert!(s
+        .user_view("u2")
+        .await
+        .unwrap()
+        .unwrap()
+        .active_calls
+        .is_empty());
+    s.ingest(ingest("h", &["u1"], "cc", Transition::Hangup, 5000))
+        .await
+        .unwrap();
+    assert!(s
+        .user_view("u1")
+        .await
+        .unwrap()
+        .unwrap()
+        .active_calls
+        .is_empty());
+    // Late and repeated events never revive the call.
+    s.ingest(ingest("late", &["u1"], "cc", Transition::Answered, 4000))
+        .await
+        .unwrap();
+    s.ingest(ingest("later", &["u1"], "cc", Transition::Initiated, 6000))
+        .await
+        .unwrap();
+    assert!(s
+        .user_view("u1")
+        .await
+        .unwrap()
+        .unwrap()
+        .active_calls
+        .is_empty());
+    // A call routed to other users moves with them.
+    s.ingest(ingest("i2", &["u1"], "cc2", Transition::Initiated, 1000))
+        .await
+        .unwrap();
+    s.ingest(ingest("t2", &["u2"], "cc2", Transition::Answered, 2000))
+        .await
+        .unwrap();
+    assert!(s
+        .user_view("u1")
+        .await
+        .unwrap()
+        .unwrap()
+        .active_calls
+        .is_empty());
+    assert_eq!(
+        s.user_view("u2").await.unwrap().unwrap().active_calls.len(),
+        1
+    );
+});
+
+conformance!(presence_and_status, |s: Arc<dyn Store>| async move {
+    s.upsert_user(user("u1", Role::Agent, &[], &[]))
+        .await
+        .unwrap();
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert!(!v.presence.online);
+    assert_eq!(v.status, Status::Available);
+    s.connection_opened("u1", "k1").await.unwrap();
+    s.connection_opened("u1", "k2").await.unwrap();
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert!(v.presence.online);
+    assert_eq!(v.presence.connections, 2);
+    s.heartbeat().await.unwrap();
+    s.connection_closed("u1", "k1").await.unwrap();
+    s.connection_closed("u1", "k2").await.unwrap();
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert!(!v.presence.online);
+    assert!(v.presence.last_seen.is_some());
+    s.set_status("u1", Status::Away).await.unwrap();
+    assert_eq!(
+        s.user_view("u1").await.unwrap().unwrap().status,
+        Status::Away
+    );
+    assert!(s.user_view("zz").await.unwrap().is_none());
+    s.ping().await.unwrap();
+});
+
+// ---- MongoDB only: what only a persistent store can show.
+
+#[tokio::test]
+async fn mongodb_restart_keeps_seq_users_calls_and_history() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let db = fresh_db();
+    {
+        let s = mongo_store(&db).await;
+        s.upsert_user(user("u1", Role::Agent, &["+15550000001"], &[]))
+            .await
+            .unwrap();
+        s.ingest(ingest("r1", &["u1"], "cc", Transition::Initiated, 1000))
+            .await
+            .unwrap();
+        s.ingest(ingest("r2", &["u1"], "cc", Transition::Answered, 2000))
+            .await
+            .unwrap();
+        s.set_status("u1", Status::Busy).await.unwrap();
+    }
+    let s = mongo_store(&db).await;
+    assert_eq!(s.last_seq("u1").await.unwrap(), 2);
+    let e = stored(
+        s.ingest(ingest("r3", &["u1"], "cc", Transition::Bridged, 3000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e[0].seq, 3);
+    assert_eq!(
+        s.ingest(ingest("r1", &["u1"], "cc", Transition::Initiated, 1000))
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate
+    );
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert_eq!(v.status, Status::Busy);
+    assert_eq!(v.active_calls[0].state, CallState::Bridged);
+    assert_eq!(s.users_by_phone("+15550000001").await.unwrap(), vec!["u1"]);
+    let seqs: Vec<u64> = s
+        .events_since("u1", 0, 10)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn mongodb_hand_edited_user_of_wrong_shape_is_skipped_not_fatal() {
+    let Some(uri) = mongo_uri() else { return };
+    let db = fresh_db();
+    let s = mongo_store(&db).await;
+    s.upsert_user(user("ok", Role::Agent, &["+15550000009"], &[]))
+        .await
+        .unwrap();
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let users = client
+        .database(&db)
+        .collection::<mongodb::bson::Document>("users");
+    users
+        .insert_one(mongodb::bson::doc! {"_id": "bad", "role": 42, "phoneNumbers": "+15550000009", "disabled": "no"})
+        .await
+        .unwrap();
+    users
+        .insert_one(mongodb::bson::doc! {"_id": 7})
+        .await
+        .unwrap();
+    assert!(s.get_user("bad").await.unwrap().is_none());
+    assert!(s.user_view("bad").await.unwrap().is_none());
+    assert_eq!(s.get_user("ok").await.unwrap().unwrap().id, "ok");
+    // Lookups still answer.
+    assert!(s
+        .users_by_phone("+15550000009")
+        .await
+        .unwrap()
+        .contains(&"ok".to_string()));
+}
+
+#[tokio::test]
+async fn mongodb_indexes_are_created_idempotently() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let db = fresh_db();
+    let s = mongo_store(&db).await;
+    s.ensure_indexes().await.unwrap();
+    let idx = s.index_names().await.unwrap();
+    let events = &idx.iter().find(|(c, _)| c == "events").unwrap().1;
+    assert!(events.contains(&"userId_seq".to_string()), "{events:?}");
+    assert!(events.contains(&"storedAt_ttl".to_string()), "{events:?}");
+    // A different history length replaces the TTL index instead of failing.
+    let s2 = MongoStore::connect(
+        &mongo_uri().unwrap(),
+        &db,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    s2.ensure_indexes().await.unwrap();
+}
