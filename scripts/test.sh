@@ -1,10 +1,42 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests (real server on port 0,
-# real TLS, real WebSocket and HTTPS clients) and the CLI end-to-end tests.
+# The whole test suite: unit tests, the Store conformance suite on both
+# backends, and the integration tests (real server on port 0, real TLS, real
+# WebSocket and HTTPS clients) once on the embedded store and once on MongoDB.
+#
+# MongoDB is SecantusDB (pinned, installed into .venv by scripts/secantus.sh),
+# started here on a free loopback port and stopped on exit.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Two cores: one test binary at a time keeps the parallel tests inside each
-# binary from starving each other.
-cargo test --locked --all-targets -- --test-threads=4 "$@"
+SECANTUSD="$(scripts/secantus.sh)"
+export CALLBRIDGE_TEST_SECANTUSD="$SECANTUSD"
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+log="$(mktemp -t secantus.XXXXXX.log)"
+"$SECANTUSD" --port "$port" --storage-path :memory: >"$log" 2>&1 &
+db_pid=$!
+cleanup() {
+    kill "$db_pid" 2>/dev/null || true
+    wait "$db_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+export CALLBRIDGE_TEST_MONGODB_URI="mongodb://127.0.0.1:${port}/?replicaSet=secantus"
+for _ in $(seq 1 150); do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
+        break
+    fi
+    if ! kill -0 "$db_pid" 2>/dev/null; then
+        echo "SecantusDB exited:" >&2; cat "$log" >&2; exit 1
+    fi
+    sleep 0.2
+done
+echo "SecantusDB $(basename "$(dirname "$(dirname "$SECANTUSD")")") on port $port (pid $db_pid)"
+
+# 1. Everything, with the integration tests' daemons on MongoDB.
+echo "== cargo test (integration tests on MongoDB)"
+CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --all-targets "$@"
+# 2. The integration tests again on the embedded store.
+echo "== cargo test --tests (integration tests on the embedded store)"
+CALLBRIDGE_TEST_STORE=memory cargo test --locked --tests "$@"

@@ -473,6 +473,7 @@ impl Session {
     async fn replay(&mut self, since: u64) -> Result<(), Option<CloseWith>> {
         let app = self.app.clone();
         let mut cursor = since;
+        let mut replayed = false;
         let mut gap = None;
         loop {
             let page = self
@@ -484,6 +485,7 @@ impl Session {
             for ev in &page.events {
                 self.send_event(ev).await?;
                 cursor = ev.seq;
+                replayed = true;
             }
             if n < REPLAY_PAGE {
                 break;
@@ -493,11 +495,12 @@ impl Session {
             .store(app.store.last_seq(&self.user))
             .await
             .map_err(|e| Some(store_close(&e)))?;
-        self.last_sent = self.last_sent.max(cursor);
         let resumed = ServerMessage::Resumed {
             from: since,
-            to: cursor.max(last.min(self.last_sent)),
-            // A client that claims more than we ever stored (history lost
+            // The last seq the client now holds: the last one replayed, or
+            // the user's last seq when there was nothing to replay.
+            to: if replayed { cursor } else { last },
+            // A client that claims more than was ever stored (history lost
             // with an embedded store's restart) must refresh too.
             gap: gap.unwrap_or(false) || since > last,
         };

@@ -118,7 +118,11 @@ fn dev_quick_tour_serve_simulate_listen() {
         .output()
         .unwrap();
     let sim_out = String::from_utf8_lossy(&sim.stdout);
-    assert!(sim.status.success(), "simulate failed: {sim_out} {}", String::from_utf8_lossy(&sim.stderr));
+    assert!(
+        sim.status.success(),
+        "simulate failed: {sim_out} {}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
     assert!(sim_out.starts_with("HTTP 200"), "{sim_out}");
 
     let ev: Value = serde_json::from_str(&wait_line(&l_out, |_| true)).unwrap();
@@ -250,8 +254,16 @@ fn invalid_configuration_exits_2_naming_the_variable() {
     assert!(err.contains("CALLBRIDGE_TLS_KEY"), "{err}");
 
     // A usable dev configuration checks out.
-    let out = cmd(dir.path()).args(["check-config", "--dev"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd(dir.path())
+        .args(["check-config", "--dev"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("store reachable"));
 
     // A TOML file with an unknown key is refused; environment beats the file.
@@ -270,7 +282,12 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         .env("CALLBRIDGE_PING_INTERVAL_SECS", "7")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Secrets never reach the messages.
     let out = cmd(dir.path())

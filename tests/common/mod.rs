@@ -84,12 +84,23 @@ impl Server {
         Self::start_config(config, dir, signer, &files.ca).await
     }
 
+    /// Logs of the daemons under test: `CALLBRIDGE_TEST_LOG=debug`.
+    fn init_logs() {
+        if let Ok(filter) = std::env::var("CALLBRIDGE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    }
+
     pub async fn start_config(
         config: Config,
         dir: PathBuf,
         signer: Signer,
         ca: &std::path::Path,
     ) -> Server {
+        Self::init_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -257,11 +268,26 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-/// The MongoDB URI the store tests run against, when set.
+/// The MongoDB URI the daemons of the integration tests use: set by
+/// `scripts/test.sh`, unless `CALLBRIDGE_TEST_STORE=memory` asks for the
+/// embedded store. In CI a missing URI is an error, never a silent skip.
 pub fn mongo_uri() -> Option<String> {
-    std::env::var("CALLBRIDGE_TEST_MONGODB_URI")
+    if std::env::var("CALLBRIDGE_TEST_STORE").as_deref() == Ok("memory") {
+        return None;
+    }
+    let uri = std::env::var("CALLBRIDGE_TEST_MONGODB_URI")
         .ok()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty());
+    if uri.is_none() && std::env::var("CALLBRIDGE_TEST_STORE").as_deref() == Ok("mongodb") {
+        panic!("CALLBRIDGE_TEST_STORE=mongodb but CALLBRIDGE_TEST_MONGODB_URI is not set");
+    }
+    assert!(
+        uri.is_some()
+            || std::env::var_os("CI").is_none()
+            || std::env::var_os("CALLBRIDGE_TEST_STORE").is_some(),
+        "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run the suite with scripts/test.sh"
+    );
+    uri
 }
 
 pub fn now_secs() -> i64 {
