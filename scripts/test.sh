@@ -36,7 +36,7 @@ echo "SecantusDB $(basename "$(dirname "$(dirname "$SECANTUSD")")") on port $por
 
 # 1. Everything, with the integration tests' daemons on MongoDB.
 echo "== cargo test (integration tests on MongoDB)"
-CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --all-targets "$@"
+CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --no-fail-fast --all-targets "$@"
 # 2. The integration tests again on the embedded store.
 echo "== cargo test --tests (integration tests on the embedded store)"
-CALLBRIDGE_TEST_STORE=memory cargo test --locked --tests "$@"
+CALLBRIDGE_TEST_STORE=memory cargo test --locked --no-fail-fast --tests "$@"

@@ -443,7 +443,14 @@ fn parse_user(id: &str, body: &[u8]) -> Result<User> {
             "user id must be 1-128 characters of letters, digits, - _ . @ :".into(),
         ));
     }
-    let b: UserBody = serde_json::from_slice(body)
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadRequest("user document is not JSON".into()))?;
+    if !v.is_object() {
+        return Err(ApiError::BadRequest(
+            "user document must be a JSON object".into(),
+        ));
+    }
+    let b: UserBody = serde_json::from_value(v)
         .map_err(|e| ApiError::BadRequest(format!("invalid user document: {}", brief(&e))))?;
     if let Some(body_id) = &b.id {
         if body_id != id {

@@ -119,10 +119,25 @@ impl Verified {
 
     /// Parse the verified body as a Telnyx event envelope.
     pub fn parse(&self) -> Result<Envelope, EnvelopeError> {
-        let env: Envelope = serde_json::from_slice(&self.body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => EnvelopeError::NotEnvelope(short(&e)),
-            _ => EnvelopeError::NotJson,
-        })?;
+        let value: Value =
+            serde_json::from_slice(&self.body).map_err(|_| EnvelopeError::NotJson)?;
+        // serde's derive would also accept arrays for these structs: an
+        // envelope is an object whose `data` is an object.
+        if !value.is_object() || !value.get("data").is_some_and(Value::is_object) {
+            return Err(EnvelopeError::NotEnvelope(
+                "expected an object {\"data\":{…}}".into(),
+            ));
+        }
+        if value["data"]
+            .get("payload")
+            .is_some_and(|p| !p.is_object() && !p.is_null())
+        {
+            return Err(EnvelopeError::NotEnvelope(
+                "data.payload must be an object".into(),
+            ));
+        }
+        let env: Envelope =
+            serde_json::from_value(value).map_err(|e| EnvelopeError::NotEnvelope(short(&e)))?;
         env.check()?;
         Ok(env)
     }
@@ -162,8 +177,12 @@ pub struct EventData {
     pub occurred_at: Option<String>,
     #[serde(default)]
     pub record_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub payload: Map<String, Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Envelope {
@@ -412,6 +431,22 @@ mod tests {
         };
         assert_eq!(parse(b"not json").unwrap_err(), EnvelopeError::NotJson);
         assert_eq!(parse(b"{\"data\":").unwrap_err(), EnvelopeError::NotJson);
+        assert!(matches!(
+            parse(br#"[{"data":{"id":"x","event_type":"call.initiated"}}]"#).unwrap_err(),
+            EnvelopeError::NotEnvelope(_)
+        ));
+        assert!(matches!(
+            parse(br#"{"data":["x","call.initiated"]}"#).unwrap_err(),
+            EnvelopeError::NotEnvelope(_)
+        ));
+        assert!(matches!(
+            parse(br#"{"data":{"id":"x","event_type":"call.initiated","payload":[1]}}"#)
+                .unwrap_err(),
+            EnvelopeError::NotEnvelope(_)
+        ));
+        assert!(
+            parse(br#"{"data":{"id":"x","event_type":"call.initiated","payload":null}}"#).is_ok()
+        );
         assert!(matches!(
             parse(b"[1,2]").unwrap_err(),
             EnvelopeError::NotEnvelope(_)

@@ -795,3 +795,37 @@ async fn hangup_arriving_before_initiated_keeps_the_call_ended() {
     assert_eq!(snap["data"]["activeCalls"], json!([]));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn client_state_on_a_later_event_wins_over_the_binding_and_rebinds() {
+    // Rule 1 comes before rule 2; "once routed, the call is bound to those
+    // users for its later events" then binds it to the new user.
+    let s = Server::start().await;
+    s.put_user("u1", json!({"phoneNumbers":[N1]})).await;
+    s.put_user("u2", json!({})).await;
+    let (mut w1, _, _) = s.connect("u1").await;
+    let (mut w2, _, _) = s.connect("u2").await;
+    let init = envelope("call.initiated", call_payload("c1", OUTSIDE, N1));
+    post_ok(&s, &init).await;
+    expect_event(&mut w1, &init).await;
+    // The dialer backend transferred the call to u2 and set client_state.
+    let bridged = envelope(
+        "call.bridged",
+        with(
+            call_payload("c1", OUTSIDE, N1),
+            json!({"client_state": client_state_for("u2")}),
+        ),
+    );
+    post_ok(&s, &bridged).await;
+    let ev = expect_event(&mut w2, &bridged).await;
+    assert_eq!(user_ids(&ev), set(&["u2"]));
+    let dtmf = envelope(
+        "call.dtmf.received",
+        json!({"call_control_id":"c1","call_session_id":"session-c1","digit":"1"}),
+    );
+    post_ok(&s, &dtmf).await;
+    let ev = expect_event(&mut w2, &dtmf).await;
+    assert_eq!(user_ids(&ev), set(&["u2"]));
+    expect_silence(&mut w1, SILENCE).await;
+    s.stop().await;
+}

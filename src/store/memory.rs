@@ -136,6 +136,14 @@ impl Store for MemoryStore {
             st.logs.remove(id);
             st.status.remove(id);
             st.presence.remove(id);
+            // Later events of their calls fall through to the other rules.
+            for users in st.bindings.values_mut() {
+                users.retain(|u| u != id);
+            }
+            st.bindings.retain(|_, users| !users.is_empty());
+            for call in st.calls.values_mut() {
+                call.users.retain(|u| u != id);
+            }
         }
         Ok(found)
     }

@@ -36,14 +36,35 @@ const PRESENCE_STALE: Duration = Duration::from_secs(90);
 /// Receipts outlive Telnyx's retry window (hours) with a wide margin.
 const MIN_RECEIPT_TTL: Duration = Duration::from_secs(72 * 3600);
 /// Attempts for a transaction that keeps meeting write conflicts (each one
-/// means another ingest for the same user or event won the race).
+/// means another ingest for the same user or event won the race, most often
+/// on another instance: this one serializes its own, see `stripes`).
 const TXN_ATTEMPTS: usize = 50;
+/// Lock stripes for ingests by target user. Concurrent transactions that
+/// `$inc` the same `seqs` document conflict and retry; queuing them in the
+/// process instead turns a retry storm into a short wait. 256 stripes keep
+/// unrelated users from waiting on each other in practice.
+const STRIPES: usize = 256;
 
 pub struct MongoStore {
     client: Client,
     db: Database,
     history: Duration,
     instance: String,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn stripe_of(user: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+/// Uniform jitter in [0, max).
+fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    max.mul_f64(u32::from_le_bytes(b) as f64 / (u32::MAX as f64 + 1.0))
 }
 
 fn unavailable(e: MongoError) -> StoreError {
@@ -139,6 +160,7 @@ impl MongoStore {
             db,
             history,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         store.ensure_indexes().await?;
         store.remove_stale_presence().await?;
@@ -214,6 +236,7 @@ impl MongoStore {
                     ),
                 ),
             ),
+            ("bindings", idx(doc! {"users": 1}, named("users"))),
             ("presence", idx(doc! {"userId": 1}, named("userId"))),
             (
                 "presence",
@@ -467,6 +490,17 @@ impl Store for MongoStore {
             .delete_many(doc! {"userId": id})
             .await
             .map_err(unavailable)?;
+        // Later events of their calls fall through to the other rules.
+        for coll in ["bindings", "calls"] {
+            self.coll(coll)
+                .update_many(doc! {"users": id}, doc! {"$pull": {"users": id}})
+                .await
+                .map_err(unavailable)?;
+        }
+        self.coll("bindings")
+            .delete_many(doc! {"users": {"$size": 0}})
+            .await
+            .map_err(unavailable)?;
         Ok(true)
     }
 
@@ -519,8 +553,17 @@ impl Store for MongoStore {
     }
 
     async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome> {
+        // Stripes in ascending order: two ingests never wait on each other
+        // in a cycle.
+        let mut stripes: Vec<usize> = ingest.targets.iter().map(|u| stripe_of(u)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut _held = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            _held.push(self.stripes[i].lock().await);
+        }
         let mut session = self.client.start_session().await.map_err(unavailable)?;
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Duration::from_millis(2);
         for attempt in 1..=TXN_ATTEMPTS {
             match self.ingest_once(&mut session, &ingest, now_ms()).await {
                 Ok(Some(events)) => return Ok(IngestOutcome::Stored(events)),
@@ -530,11 +573,10 @@ impl Store for MongoStore {
                         && attempt < TXN_ATTEMPTS =>
                 {
                     let _ = session.abort_transaction().await;
-                    // Write conflict with a concurrent ingest for the same
-                    // user/event: back off a little (jittered) and retry.
-                    let jitter = (now_ms() as u64 % 7) + 1;
-                    tokio::time::sleep(backoff * jitter as u32 / 4).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    // Write conflict with a concurrent ingest (another
+                    // instance, or the same event id): back off with jitter.
+                    tokio::time::sleep(backoff + jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
                 Err(e) => {
                     let _ = session.abort_transaction().await;
