@@ -628,24 +628,36 @@ async fn check_config(file: Option<&Path>, dev: bool) -> i32 {
             return EXIT_USAGE;
         }
     }
-    match crate::server::open_store(&config).await {
-        Ok(store) => match crate::store::bounded(config.store_timeout, store.ping()).await {
-            Ok(()) => println!(
-                "ok: store reachable ({})",
-                if config.mongodb_uri.is_some() {
-                    "MongoDB"
-                } else {
-                    "embedded in-memory"
+    match &config.mongodb_uri {
+        None => println!("ok: store: embedded in-memory (CALLBRIDGE_MONGODB_URI not set; nothing survives a restart)"),
+        Some(uri) => {
+            match crate::store::mongo::MongoStore::connect_only(
+                uri,
+                &config.mongodb_db,
+                config.history,
+                config.store_timeout,
+            )
+            .await
+            {
+                Err(e) => {
+                    eprintln!("error: CALLBRIDGE_MONGODB_URI: MongoDB not reachable: {e}");
+                    failed = true;
                 }
-            ),
-            Err(e) => {
-                eprintln!("error: store: {e}");
-                failed = true;
+                Ok(store) => {
+                    println!("ok: MongoDB reachable (database {})", config.mongodb_db);
+                    match store.missing_indexes().await {
+                        Ok(missing) if missing.is_empty() => println!("ok: MongoDB indexes in place"),
+                        Ok(missing) => println!(
+                            "note: MongoDB indexes not created yet (serve creates them at start): {}",
+                            missing.join(", ")
+                        ),
+                        Err(e) => {
+                            eprintln!("error: MongoDB indexes could not be listed: {e}");
+                            failed = true;
+                        }
+                    }
+                }
             }
-        },
-        Err(e) => {
-            eprintln!("error: {e}");
-            failed = true;
         }
     }
     if failed {

@@ -264,7 +264,7 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("store reachable"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("store: embedded"));
 
     // A TOML file with an unknown key is refused; environment beats the file.
     let file = dir.path().join("callbridge.toml");
@@ -303,4 +303,65 @@ fn invalid_configuration_exits_2_naming_the_variable() {
     );
     assert!(all.contains("CALLBRIDGE_JWT_SECRET"));
     assert!(!all.contains("tooshort-SECRET"));
+}
+
+#[test]
+fn check_config_reports_mongodb_reachability_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port: unreachable is a runtime failure (1).
+    let dead = format!("mongodb://127.0.0.1:{}/?replicaSet=secantus", free_port());
+    let out = cmd(dir.path())
+        .args(["check-config", "--dev"])
+        .env("CALLBRIDGE_MONGODB_URI", &dead)
+        .env("CALLBRIDGE_STORE_TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MongoDB not reachable"));
+
+    let uri = match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CALLBRIDGE_TEST_MONGODB_URI missing in CI"
+            );
+            return;
+        }
+    };
+    let db = format!("cc{}", uuid::Uuid::new_v4().simple());
+    let check = || {
+        cmd(dir.path())
+            .args(["check-config", "--dev"])
+            .env("CALLBRIDGE_MONGODB_URI", &uri)
+            .env("CALLBRIDGE_MONGODB_DB", &db)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MongoDB reachable"), "{text}");
+    assert!(text.contains("indexes not created yet"), "{text}");
+
+    // After a daemon start created them, they are reported in place.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        callbridge::store::mongo::MongoStore::connect(
+            &uri,
+            &db,
+            std::time::Duration::from_secs(24 * 3600),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    });
+    let out = check();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MongoDB indexes in place"));
 }

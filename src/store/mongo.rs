@@ -147,6 +147,19 @@ impl MongoStore {
         history: Duration,
         timeout: Duration,
     ) -> StoreResult<Self> {
+        let store = Self::connect_only(uri, db_name, history, timeout).await?;
+        store.ensure_indexes().await?;
+        store.remove_stale_presence().await?;
+        Ok(store)
+    }
+
+    /// Connect and check the server answers, changing nothing (`check-config`).
+    pub async fn connect_only(
+        uri: &str,
+        db_name: &str,
+        history: Duration,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
         let mut opts = ClientOptions::parse(uri).await.map_err(unavailable)?;
         opts.app_name = Some("callbridge".into());
         opts.server_selection_timeout = Some(timeout);
@@ -162,8 +175,7 @@ impl MongoStore {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
-        store.ensure_indexes().await?;
-        store.remove_stale_presence().await?;
+        store.ping().await?;
         Ok(store)
     }
 
@@ -175,8 +187,7 @@ impl MongoStore {
         self.history.max(MIN_RECEIPT_TTL)
     }
 
-    /// Every index the queries need; TTLs follow the configuration.
-    pub async fn ensure_indexes(&self) -> StoreResult<()> {
+    fn index_plan(&self) -> Vec<(&'static str, IndexModel)> {
         let idx = |keys: Document, opts: IndexOptions| {
             IndexModel::builder().keys(keys).options(opts).build()
         };
@@ -187,7 +198,7 @@ impl MongoStore {
                 .expire_after(d)
                 .build()
         };
-        let plan: Vec<(&str, IndexModel)> = vec![
+        vec![
             (
                 "users",
                 idx(doc! {"phoneNumbers": 1}, named("phoneNumbers")),
@@ -245,8 +256,36 @@ impl MongoStore {
                     ttl("heartbeatAt_ttl", PRESENCE_STALE * 2),
                 ),
             ),
-        ];
-        for (coll, model) in plan {
+        ]
+    }
+
+    /// `collection.index` names that `ensure_indexes` creates but are absent.
+    pub async fn missing_indexes(&self) -> StoreResult<Vec<String>> {
+        let mut missing = Vec::new();
+        for (coll, model) in self.index_plan() {
+            let name = model
+                .options
+                .as_ref()
+                .and_then(|o| o.name.clone())
+                .unwrap_or_default();
+            let present = match self.coll(coll).list_index_names().await {
+                Ok(names) => names,
+                // A collection that does not exist yet has no indexes.
+                Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(ce) if ce.code == 26) => {
+                    Vec::new()
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            if !present.contains(&name) {
+                missing.push(format!("{coll}.{name}"));
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Every index the queries need; TTLs follow the configuration.
+    pub async fn ensure_indexes(&self) -> StoreResult<()> {
+        for (coll, model) in self.index_plan() {
             if let Err(e) = self.coll(coll).create_index(model.clone()).await {
                 // An existing TTL index with another expiry (history hours
                 // changed): replace it.
