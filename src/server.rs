@@ -43,6 +43,14 @@ pub enum RunError {
     Setup(String),
 }
 
+/// Stable name of this service instance: host and listen port.
+fn instance_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", config.listen)
+}
+
 /// Open the store the configuration names (MongoDB, or the embedded one).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
     match &config.mongodb_uri {
@@ -54,13 +62,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
             Ok(Arc::new(store::memory::MemoryStore::new(config.history)))
         }
         Some(uri) => {
-            let store = store::mongo::MongoStore::connect(
+            let mut store = store::mongo::MongoStore::connect(
                 uri,
                 &config.mongodb_db,
                 config.history,
                 config.store_timeout,
             )
             .await?;
+            store.claim_instance(&instance_name(config)).await?;
             tracing::info!(db = %config.mongodb_db, "using MongoDB");
             Ok(Arc::new(store))
         }

@@ -508,3 +508,38 @@ async fn mongodb_indexes_are_created_idempotently() {
     .unwrap();
     s2.ensure_indexes().await.unwrap();
 }
+
+#[tokio::test]
+async fn mongodb_presence_of_a_crashed_run_is_cleared_at_restart() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let db = fresh_db();
+    {
+        let mut s = mongo_store(&db).await;
+        s.claim_instance("host-a:443").await.unwrap();
+        s.upsert_user(user("u1", Role::Agent, &[], &[]))
+            .await
+            .unwrap();
+        s.connection_opened("u1", "k1").await.unwrap();
+        assert!(s.user_view("u1").await.unwrap().unwrap().presence.online);
+        // Dropped without closing the connection: a crash.
+    }
+    let mut other = mongo_store(&db).await;
+    other.claim_instance("host-b:443").await.unwrap();
+    // Another instance does not touch it: it is still within its heartbeat.
+    assert!(
+        other
+            .user_view("u1")
+            .await
+            .unwrap()
+            .unwrap()
+            .presence
+            .online
+    );
+    let mut s = mongo_store(&db).await;
+    s.claim_instance("host-a:443").await.unwrap();
+    let v = s.user_view("u1").await.unwrap().unwrap();
+    assert!(!v.presence.online);
+    assert_eq!(v.presence.connections, 0);
+}

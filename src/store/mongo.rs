@@ -324,6 +324,26 @@ impl MongoStore {
         Ok(out)
     }
 
+    /// Name this process for presence, and drop the presence its previous
+    /// incarnation left behind (a crash leaves its connections "online"
+    /// until their heartbeat goes stale; a restart of the same service —
+    /// same host and port — clears them at once).
+    pub async fn claim_instance(&mut self, name: &str) -> StoreResult<()> {
+        self.instance = name.to_string();
+        let r = self
+            .coll("presence")
+            .delete_many(doc! {"instance": name})
+            .await
+            .map_err(unavailable)?;
+        if r.deleted_count > 0 {
+            tracing::info!(
+                removed = r.deleted_count,
+                "presence of the previous run removed"
+            );
+        }
+        Ok(())
+    }
+
     /// Drop presence of connections whose process died (no heartbeat).
     async fn remove_stale_presence(&self) -> StoreResult<()> {
         let cutoff = dt(now_ms() - PRESENCE_STALE.as_millis() as i64);
