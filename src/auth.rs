@@ -228,4 +228,120 @@ mod tests {
         let forged = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert_eq!(a.decode(forged).unwrap_err(), AuthError::Invalid);
     }
+
+    fn config_with_pem(pem: &str) -> Config {
+        let key = crate::config::b64(&[1u8; 32]);
+        let pairs = vec![
+            ("CALLBRIDGE_TLS_CERT", "c"),
+            ("CALLBRIDGE_TLS_KEY", "k"),
+            ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key.as_str()),
+            ("CALLBRIDGE_JWT_PUBLIC_KEY", pem),
+        ];
+        Config::from_sources(&Sources::from_pairs(pairs), false, None).unwrap()
+    }
+
+    fn claims(sub: &str, ttl: i64) -> Claims {
+        let now = now_secs();
+        Claims {
+            sub: sub.into(),
+            exp: now + ttl,
+            iat: Some(now),
+            email: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
+    /// Each public-key algorithm: a token signed with the private key is
+    /// accepted; one signed with another key of the same kind, or an HS256
+    /// token made with the public key as secret (alg confusion), is refused.
+    fn check_public_key_alg(alg: Algorithm, make: impl Fn() -> (EncodingKey, String)) {
+        let (private, public_pem) = make();
+        let (other_private, _) = make();
+        let a = Authenticator::new(&config_with_pem(&public_pem)).unwrap();
+        let good = jsonwebtoken::encode(&Header::new(alg), &claims("u1", 60), &private).unwrap();
+        assert_eq!(a.decode(&good).unwrap().sub, "u1");
+        let forged =
+            jsonwebtoken::encode(&Header::new(alg), &claims("u1", 60), &other_private).unwrap();
+        assert_eq!(a.decode(&forged).unwrap_err(), AuthError::Invalid);
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims("u1", 60),
+            &EncodingKey::from_secret(public_pem.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(a.decode(&confused).unwrap_err(), AuthError::Invalid);
+        let expired =
+            jsonwebtoken::encode(&Header::new(alg), &claims("u1", -60), &private).unwrap();
+        assert_eq!(a.decode(&expired).unwrap_err(), AuthError::Expired);
+    }
+
+    #[test]
+    fn es256_public_key() {
+        check_public_key_alg(Algorithm::ES256, || {
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            (
+                EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+                kp.public_key_pem(),
+            )
+        });
+    }
+
+    #[test]
+    fn eddsa_public_key() {
+        check_public_key_alg(Algorithm::EdDSA, || {
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            (
+                EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap(),
+                kp.public_key_pem(),
+            )
+        });
+    }
+
+    #[test]
+    fn rs256_public_key() {
+        check_public_key_alg(Algorithm::RS256, || {
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+            (
+                EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes()).unwrap(),
+                kp.public_key_pem(),
+            )
+        });
+    }
+
+    #[test]
+    fn public_key_from_file_path_and_bad_pem() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.pub.pem");
+        std::fs::write(&path, kp.public_key_pem()).unwrap();
+        let a = Authenticator::new(&config_with_pem(path.to_str().unwrap())).unwrap();
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims("u2", 60),
+            &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.decode(&t).unwrap().sub, "u2");
+
+        let key = crate::config::b64(&[1u8; 32]);
+        let bad = Config::from_sources(
+            &Sources::from_pairs(vec![
+                ("CALLBRIDGE_TLS_CERT", "c"),
+                ("CALLBRIDGE_TLS_KEY", "k"),
+                ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key.as_str()),
+                (
+                    "CALLBRIDGE_JWT_PUBLIC_KEY",
+                    "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+                ),
+            ]),
+            false,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            bad.to_string().contains("CALLBRIDGE_JWT_PUBLIC_KEY"),
+            "{bad}"
+        );
+    }
 }

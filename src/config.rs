@@ -41,6 +41,9 @@ pub const KEYS: &[&str] = &[
     "store_timeout_secs",
     "data_dir",
     "log_format",
+    "handshake_timeout_secs",
+    "shutdown_drain_secs",
+    "tls_reload_poll_secs",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +145,13 @@ pub struct Config {
     pub store_timeout: Duration,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// A TCP connection must finish its TLS handshake within this.
+    pub handshake_timeout: Duration,
+    /// On shutdown, `/ready` answers 503 this long before the listener closes
+    /// (time for a load balancer to notice).
+    pub shutdown_drain: Duration,
+    /// How often the certificate files are checked for a renewal (0: only on SIGHUP).
+    pub tls_reload_poll: Duration,
     pub dev: bool,
 }
 
@@ -497,6 +507,10 @@ impl Config {
             }
         };
 
+        let handshake_timeout = p.secs("handshake_timeout_secs", 10, 1);
+        let shutdown_drain = p.secs("shutdown_drain_secs", 0, 0);
+        let tls_reload_poll = p.secs("tls_reload_poll_secs", 5, 0);
+
         if !p.errors.is_empty() {
             return Err(ConfigErrors(p.errors));
         }
@@ -522,6 +536,9 @@ impl Config {
             store_timeout,
             data_dir,
             log_format,
+            handshake_timeout,
+            shutdown_drain,
+            tls_reload_poll,
             dev,
         })
     }

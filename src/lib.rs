@@ -23,6 +23,7 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod telnyx;
 pub mod tls;
 pub mod webhook;

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub webhook_latency: Histogram,
     /// Time spent in the store while handling a webhook.
     pub store_latency: Histogram,
+    pub slow_consumer_closes: Counter,
+    /// notAfter of the certificate in service, Unix seconds.
+    pub tls_cert_expiry: Gauge,
+    pub tls_reloads: Family<OutcomeLabel, Counter>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -73,6 +77,9 @@ impl Default for Metrics {
             delivery_latency: Histogram::new(seconds_buckets()),
             webhook_latency: Histogram::new(seconds_buckets()),
             store_latency: Histogram::new(seconds_buckets()),
+            slow_consumer_closes: Counter::default(),
+            tls_cert_expiry: Gauge::default(),
+            tls_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +147,21 @@ impl Default for Metrics {
             "Store time per accepted webhook (route and ingest)",
             m.store_latency.clone(),
         );
+        registry.register(
+            "slow_consumer_closes",
+            "Sessions closed with 4013 because their queue was full",
+            m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "tls_cert_expiry_timestamp_seconds",
+            "notAfter of the TLS certificate in service (Unix seconds)",
+            m.tls_cert_expiry.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads by outcome",
+            m.tls_reloads.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -151,6 +173,9 @@ impl Metrics {
 
     pub fn closed(&self, code: u16) {
         self.closes.get_or_create(&CodeLabel { code }).inc();
+        if code == crate::protocol::close::SLOW_CONSUMER {
+            self.slow_consumer_closes.inc();
+        }
     }
 
     pub fn auth_failed(&self, reason: &'static str) {

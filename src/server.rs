@@ -17,8 +17,6 @@ use crate::config::Config;
 use crate::store::{self, Store};
 use crate::tls::{self, CertResolver};
 
-/// A client that opens TCP and stalls the handshake loses its slot after this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once. A TLS handshake costs ~1 ms of CPU with
 /// ECDSA; 256 at once keeps a reconnect storm from starving the event path
 /// on 2 cores, while the accept queue absorbs the rest.
@@ -92,7 +90,13 @@ pub async fn run(
             .map_err(RunError::Store)?;
     }
     spawn_heartbeat(&app);
-    serve(listener, app, CertResolver::new(cert), shutdown).await;
+    let resolver = CertResolver::new(cert);
+    tls::spawn_reloader(app.clone(), resolver.clone());
+    crate::systemd::spawn_watchdog(&app);
+    // The listener is bound (the caller did it) and the store answered
+    // while opening: ready.
+    crate::systemd::notify_ready("serving");
+    serve(listener, app, resolver, shutdown).await;
     Ok(())
 }
 
@@ -128,16 +132,27 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening (https and wss)");
     }
+    // Shutdown starts with readiness turning 503 (and STOPPING=1); the
+    // listener keeps serving for `shutdown_drain` so a load balancer can
+    // notice, then closes.
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown => {},
+            _ = app.shutdown.cancelled() => {},
+        }
+        tracing::info!("shutting down");
+        crate::systemd::notify_stopping();
+        app.start_draining();
+        tokio::time::sleep(app.config.shutdown_drain).await;
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
-            _ = app.shutdown.cancelled() => break,
             p = connections.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            _ = app.shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -152,6 +167,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = service.clone();
         let handshakes = handshakes.clone();
+        let handshake_timeout = app.config.handshake_timeout;
         let shutdown = app.shutdown.clone();
         let span = tracing::debug_span!("conn", %peer);
         app.tracker.spawn(
@@ -161,7 +177,7 @@ pub async fn serve(
                     let Ok(_slot) = handshakes.acquire().await else {
                         return;
                     };
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -200,8 +216,7 @@ pub async fn serve(
 
     // Shutdown: readiness first, then stop accepting, then let in-flight
     // requests finish and sessions send 1001, all bounded.
-    tracing::info!("shutting down");
-    app.start_draining();
+    tracing::info!("stopped accepting");
     drop(listener);
     app.shutdown.cancel();
     app.tracker.close();

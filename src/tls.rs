@@ -140,3 +140,102 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>,
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
+
+/// notAfter of the leaf certificate, Unix seconds.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let der = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// What identifies a file's version on disk: renewals replace the files
+/// (new inode or mtime or size).
+fn fingerprint(paths: &TlsPaths) -> Option<Vec<(u64, i64, i64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    [&paths.cert, &paths.key]
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+        })
+        .collect()
+}
+
+/// Load the files again; on success swap them in for new connections, on
+/// failure keep the certificate in service and say why.
+pub fn reload(app: &crate::app::App, resolver: &CertResolver, why: &str) -> bool {
+    match load_certified_key(&app.config.tls) {
+        Ok(key) => {
+            if let Some(t) = not_after(&key) {
+                app.metrics.tls_cert_expiry.set(t);
+            }
+            resolver.replace(key);
+            app.metrics
+                .tls_reloads
+                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "ok" })
+                .inc();
+            tracing::info!(trigger = why, "TLS certificate reloaded");
+            true
+        }
+        Err(e) => {
+            app.metrics
+                .tls_reloads
+                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "error" })
+                .inc();
+            tracing::error!(trigger = why, error = %e, "new TLS certificate refused; the previous one stays in service");
+            false
+        }
+    }
+}
+
+/// Reload on SIGHUP (`systemctl reload`) and when the files change on disk
+/// (Let's Encrypt renewals), until shutdown. Open connections keep the
+/// certificate they were made with.
+pub fn spawn_reloader(app: std::sync::Arc<crate::app::App>, resolver: Arc<CertResolver>) {
+    if let Some(t) = not_after(&resolver.current()) {
+        app.metrics.tls_cert_expiry.set(t);
+    }
+    let tracker = app.tracker.clone();
+    tracker.spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler; certificate reload by file watch only");
+                None
+            }
+        };
+        let poll = app.config.tls_reload_poll;
+        let mut seen = fingerprint(&app.config.tls);
+        loop {
+            let hup_fired = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                if poll.is_zero() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(poll).await
+                }
+            };
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return,
+                _ = hup_fired => {
+                    seen = fingerprint(&app.config.tls);
+                    reload(&app, &resolver, "SIGHUP");
+                    crate::systemd::notify_ready_after_reload();
+                }
+                _ = tick => {
+                    let now = fingerprint(&app.config.tls);
+                    if now.is_some() && now != seen {
+                        seen = now;
+                        reload(&app, &resolver, "file change");
+                    }
+                }
+            }
+        }
+    });
+}
