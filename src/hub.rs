@@ -32,6 +32,8 @@ pub enum Outbound {
     },
     /// A message without `seq` (custom broadcast, status-changed).
     Message(Arc<str>),
+    /// Catch up from the store: the multi-instance feed lost its place.
+    Resync,
 }
 
 /// A request to close one session, shared by the hub and the session task.
@@ -209,6 +211,34 @@ impl Hub {
                     .filter_map(|u| map.get(u))
                     .map(send_list)
                     .sum()
+            }
+        }
+    }
+
+    /// Ask every session to catch up from the store.
+    pub fn resync_all(&self) -> usize {
+        self.read()
+            .values()
+            .flatten()
+            .map(|e| push(e, Outbound::Resync) as usize)
+            .sum()
+    }
+
+    /// Apply what another instance stored or asked for.
+    pub fn apply_feed(&self, item: crate::store::FeedItem) {
+        use crate::store::{Control, FeedItem};
+        match item {
+            FeedItem::Events(events) => {
+                self.deliver(&events, None);
+            }
+            FeedItem::Control(Control::CloseUser { user, code, reason }) => {
+                self.close_user(&user, code, &reason);
+            }
+            FeedItem::Control(Control::Broadcast { users, frame }) => {
+                self.broadcast(users.as_deref(), frame.into());
+            }
+            FeedItem::Resync => {
+                self.resync_all();
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::error::{recover, ApiError};
 use crate::protocol::{close, SUBPROTOCOL};
 use crate::routing::normalize_phone;
 use crate::session::{self, UpgradeInfo};
-use crate::store::{bounded, Role, User};
+use crate::store::{bounded, Control, Role, User};
 use crate::telnyx::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::webhook::{self, MAX_BODY};
 
@@ -275,6 +275,23 @@ fn ws_route(
 
 // ---------------------------------------------------------------- admin API
 
+/// Apply an admin action to this instance's sessions and tell the others.
+/// Returns the local count (sockets closed / messages queued).
+async fn apply_everywhere(app: &App, control: Control) -> Result<usize> {
+    let local = match &control {
+        Control::CloseUser { user, code, reason } => app.hub.close_user(user, *code, reason),
+        Control::Broadcast { users, frame } => {
+            app.hub.broadcast(users.as_deref(), frame.as_str().into())
+        }
+    };
+    bounded(
+        app.config.store_timeout,
+        app.store.publish_control(&control),
+    )
+    .await?;
+    Ok(local)
+}
+
 fn check_admin(app: &App, authz: Option<&str>) -> Result<()> {
     let Some(expected) = &app.config.admin_token else {
         // Admin API disabled: look like it does not exist.
@@ -339,7 +356,7 @@ where
             if !bounded(t, app.store.delete_user(id)).await? {
                 return Err(ApiError::NotFound("user"));
             }
-            app.hub.close_user(id, close::REVOKED, "user deleted");
+            apply_everywhere(&app, close_user(id, "user deleted")).await?;
             tracing::info!(user = %id, "user deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -348,7 +365,7 @@ where
             if !bounded(t, app.store.revoke_tokens(id, at)).await? {
                 return Err(ApiError::NotFound("user"));
             }
-            let closed = app.hub.close_user(id, close::REVOKED, "tokens revoked");
+            let closed = apply_everywhere(&app, close_user(id, "tokens revoked")).await?;
             tracing::info!(user = %id, closed, "tokens revoked");
             Ok(json_reply(
                 StatusCode::OK,
@@ -366,17 +383,19 @@ where
                     "`event` must be a non-empty name".into(),
                 ));
             }
-            let frame: Arc<str> =
-                crate::protocol::custom_frame(event, &req.data.unwrap_or(json!({}))).into();
-            let delivered = match (req.all, req.user_ids) {
-                (true, None) => app.hub.broadcast(None, frame),
-                (false, Some(ids)) => app.hub.broadcast(Some(&ids), frame),
+            let frame = crate::protocol::custom_frame(event, &req.data.unwrap_or(json!({})));
+            let users = match (req.all, req.user_ids) {
+                (true, None) => None,
+                (false, Some(ids)) => Some(ids),
                 _ => {
                     return Err(ApiError::BadRequest(
                         "give either `userIds` or `\"all\": true`".into(),
                     ))
                 }
             };
+            // `delivered` counts this instance's connections; other
+            // instances deliver through the store's feed.
+            let delivered = apply_everywhere(&app, Control::Broadcast { users, frame }).await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({ "delivered": delivered }),
@@ -386,6 +405,14 @@ where
             Err(ApiError::MethodNotAllowed)
         }
         _ => Err(ApiError::NotFound("endpoint")),
+    }
+}
+
+fn close_user(user: &str, reason: &str) -> Control {
+    Control::CloseUser {
+        user: user.to_string(),
+        code: close::REVOKED,
+        reason: reason.to_string(),
     }
 }
 

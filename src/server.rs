@@ -41,16 +41,19 @@ pub enum RunError {
     Setup(String),
 }
 
-/// Stable name of this service instance: host and listen port.
-fn instance_name(config: &Config) -> String {
+/// Stable name of this service: host and the address it listens on.
+fn service_name(listen: std::net::SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", config.listen)
+    format!("{host}:{listen}")
 }
 
 /// Open the store the configuration names (MongoDB, or the embedded one).
-pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
+pub async fn open_store(
+    config: &Config,
+    listen: std::net::SocketAddr,
+) -> Result<Arc<dyn Store>, RunError> {
     match &config.mongodb_uri {
         None => {
             tracing::warn!(
@@ -67,7 +70,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunError> {
                 config.store_timeout,
             )
             .await?;
-            store.claim_instance(&instance_name(config)).await?;
+            store.claim_instance(&service_name(listen)).await?;
             tracing::info!(db = %config.mongodb_db, "using MongoDB");
             Ok(Arc::new(store))
         }
@@ -82,7 +85,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let cert = tls::load_certified_key(&config.tls)?;
-    let store = open_store(&config).await?;
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    let store = open_store(&config, listen).await?;
     let app = App::new(config, store).map_err(RunError::Setup)?;
     if app.config.dev {
         crate::dev::seed_demo_user(app.store.as_ref())
@@ -90,6 +94,7 @@ pub async fn run(
             .map_err(RunError::Store)?;
     }
     spawn_heartbeat(&app);
+    spawn_feed(&app);
     let resolver = CertResolver::new(cert);
     tls::spawn_reloader(app.clone(), resolver.clone());
     crate::systemd::spawn_watchdog(&app);
@@ -98,6 +103,20 @@ pub async fn run(
     crate::systemd::notify_ready("serving");
     serve(listener, app, resolver, shutdown).await;
     Ok(())
+}
+
+/// Several instances on one MongoDB: deliver what the others stored, and
+/// apply their admin actions, to this instance's sessions.
+fn spawn_feed(app: &Arc<App>) {
+    let Some(mut feed) = app.store.feed(app.shutdown.clone()) else {
+        return;
+    };
+    let app2 = app.clone();
+    app.tracker.spawn(async move {
+        while let Some(item) = feed.recv().await {
+            app2.hub.apply_feed(item);
+        }
+    });
 }
 
 /// Periodic store upkeep (presence heartbeat), until shutdown.

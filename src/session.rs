@@ -419,6 +419,7 @@ impl Session {
     async fn on_outbound(&mut self, out: Outbound) -> Result<(), Option<CloseWith>> {
         match out {
             Outbound::Message(frame) => self.send_text(frame.to_string()).await.map_err(|_| None),
+            Outbound::Resync => self.fill_to(u64::MAX).await,
             Outbound::Event {
                 seq,
                 frame,

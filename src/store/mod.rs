@@ -316,6 +316,32 @@ fn fill(slot: &mut Option<String>, value: &Option<String>) {
     }
 }
 
+/// An admin action every instance applies to its own sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Close the user's sockets (revoke, delete, disable).
+    CloseUser {
+        user: String,
+        code: u16,
+        reason: String,
+    },
+    /// A custom message to some users (`None`: everyone).
+    Broadcast {
+        users: Option<Vec<String>>,
+        frame: String,
+    },
+}
+
+/// What other instances stored or asked for, for this instance's sessions.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    Events(Vec<StoredEvent>),
+    Control(Control),
+    /// The feed lost its place (history gone): every session must catch up
+    /// from the store, from its last delivered `seq`.
+    Resync,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip; `/ready` and the outage detection use it.
@@ -352,6 +378,21 @@ pub trait Store: Send + Sync + 'static {
     async fn set_status(&self, user: &str, status: Status) -> StoreResult<()>;
     /// User, presence, status and active calls in one read.
     async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>>;
+
+    // ---- several instances on one store
+    /// Tell the other instances to apply `control` (this one applies it itself).
+    async fn publish_control(&self, _control: &Control) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Events stored and controls published by other instances, until
+    /// `shutdown`. `None` for a store that only one process uses.
+    fn feed(
+        &self,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<FeedItem>> {
+        None
+    }
 }
 
 /// How often [`Store::heartbeat`] runs.

@@ -49,7 +49,10 @@ pub struct MongoStore {
     client: Client,
     db: Database,
     history: Duration,
+    /// Unique per process: `origin` of what it writes.
     instance: String,
+    /// Stable per service (host:port): whose presence to clear at start.
+    service: String,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -173,6 +176,7 @@ impl MongoStore {
             db,
             history,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            service: String::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         store.ping().await?;
@@ -248,6 +252,10 @@ impl MongoStore {
                 ),
             ),
             ("bindings", idx(doc! {"users": 1}, named("users"))),
+            (
+                "control",
+                idx(doc! {"at": 1}, ttl("at_ttl", Duration::from_secs(3600))),
+            ),
             ("presence", idx(doc! {"userId": 1}, named("userId"))),
             (
                 "presence",
@@ -324,15 +332,16 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// Name this process for presence, and drop the presence its previous
-    /// incarnation left behind (a crash leaves its connections "online"
-    /// until their heartbeat goes stale; a restart of the same service —
-    /// same host and port — clears them at once).
-    pub async fn claim_instance(&mut self, name: &str) -> StoreResult<()> {
-        self.instance = name.to_string();
+    /// Name the service this process runs as (stable across restarts: host
+    /// and port), and drop the presence its previous run left behind: a
+    /// crash leaves its connections "online" until their heartbeat goes
+    /// stale; a restart of the same service clears them at once. The
+    /// process keeps a unique instance id of its own (events' `origin`).
+    pub async fn claim_instance(&mut self, service: &str) -> StoreResult<()> {
+        self.service = service.to_string();
         let r = self
             .coll("presence")
-            .delete_many(doc! {"instance": name})
+            .delete_many(doc! {"service": service})
             .await
             .map_err(unavailable)?;
         if r.deleted_count > 0 {
@@ -471,6 +480,7 @@ impl MongoStore {
                     "ts": &ingest.ts,
                     "dataJson": &data_json,
                     "storedAt": dt(now),
+                    "origin": &self.instance,
                 })
                 .session(&mut *s)
                 .await?;
@@ -696,7 +706,7 @@ impl Store for MongoStore {
         self.coll("presence")
             .replace_one(
                 doc! {"_id": conn_id},
-                doc! {"userId": user, "instance": &self.instance, "heartbeatAt": now},
+                doc! {"userId": user, "instance": &self.instance, "service": &self.service, "heartbeatAt": now},
             )
             .upsert(true)
             .await
@@ -801,5 +811,166 @@ impl Store for MongoStore {
             status,
             active_calls,
         }))
+    }
+
+    async fn publish_control(&self, control: &Control) -> StoreResult<()> {
+        let mut d = match control {
+            Control::CloseUser { user, code, reason } => doc! {
+                "kind": "close-user", "user": user, "code": *code as i32, "reason": reason,
+            },
+            Control::Broadcast { users, frame } => doc! {
+                "kind": "broadcast", "users": users.clone(), "frame": frame,
+            },
+        };
+        d.insert("origin", &self.instance);
+        d.insert("at", dt(now_ms()));
+        self.coll("control")
+            .insert_one(d)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn feed(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<FeedItem>> {
+        // Bounded: the hub side never blocks (try_send to sessions), so
+        // this fills only if the process is starved; then the watcher waits.
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let events = self.coll("events");
+        let control = self.coll("control");
+        let me = self.instance.clone();
+        tokio::spawn(watch_loop(
+            events,
+            me.clone(),
+            tx.clone(),
+            shutdown.clone(),
+            Watched::Events,
+        ));
+        tokio::spawn(watch_loop(control, me, tx, shutdown, Watched::Control));
+        Some(rx)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Watched {
+    Events,
+    Control,
+}
+
+/// Follow inserts by other instances on one collection, resuming from the
+/// last resume token after an error; when that is impossible, start afresh
+/// and ask every session to catch up from the store (`Resync`).
+async fn watch_loop(
+    coll: Collection<Document>,
+    me: String,
+    tx: tokio::sync::mpsc::Sender<FeedItem>,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: Watched,
+) {
+    use futures_util::StreamExt;
+    let mut token: Option<mongodb::change_stream::event::ResumeToken> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pipeline = vec![doc! {"$match": {
+            "operationType": "insert",
+            "fullDocument.origin": {"$ne": &me},
+        }}];
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = coll.watch().pipeline(pipeline.clone()).resume_after(token.clone()) => r,
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                if token.is_some() {
+                    // The token may be past the oplog window: start afresh
+                    // and have sessions catch up from the store.
+                    tracing::warn!(error = %e, "change stream cannot resume; starting afresh with a resync");
+                    token = None;
+                    if what == Watched::Events && tx.send(FeedItem::Resync).await.is_err() {
+                        return;
+                    }
+                } else {
+                    tracing::warn!(error = %e, "change stream unavailable; retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if token.is_none() && what == Watched::Events {
+            // Opened without a position: whatever was stored before now is
+            // fetched by the sessions themselves.
+            if tx.send(FeedItem::Resync).await.is_err() {
+                return;
+            }
+        }
+        backoff = Duration::from_millis(100);
+        tracing::debug!(collection = coll.name(), "change stream open");
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = stream.next() => n,
+            };
+            let change = match next {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "change stream error; resuming");
+                    break;
+                }
+                None => break,
+            };
+            tracing::debug!(collection = coll.name(), "change received");
+            token = Some(change.id.clone());
+            let Some(doc) = change.full_document else {
+                continue;
+            };
+            let item = match what {
+                Watched::Events => match event_from_doc(&doc) {
+                    Ok(ev) => FeedItem::Events(vec![ev]),
+                    Err(e) => {
+                        tracing::error!(error = %e, "events change skipped");
+                        continue;
+                    }
+                },
+                Watched::Control => match control_from_doc(&doc) {
+                    Some(c) => FeedItem::Control(c),
+                    None => {
+                        tracing::error!("control change of an unknown shape skipped");
+                        continue;
+                    }
+                },
+            };
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn control_from_doc(d: &Document) -> Option<Control> {
+    match d.get_str("kind").ok()? {
+        "close-user" => Some(Control::CloseUser {
+            user: d.get_str("user").ok()?.to_string(),
+            code: u16::try_from(d.get_i32("code").ok()?).ok()?,
+            reason: d.get_str("reason").unwrap_or("").to_string(),
+        }),
+        "broadcast" => Some(Control::Broadcast {
+            users: match d.get("users") {
+                Some(Bson::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(|b| b.as_str().map(str::to_string))
+                        .collect(),
+                ),
+                _ => None,
+            },
+            frame: d.get_str("frame").ok()?.to_string(),
+        }),
+        _ => None,
     }
 }

@@ -1,0 +1,197 @@
+//! Two callbridge instances on one MongoDB (SecantusDB): events stored by
+//! either reach every session of the user on both, in `seq` order, exactly
+//! once; admin actions reach sessions on both.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn uri() -> Option<String> {
+    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run scripts/test.sh"
+            );
+            eprintln!("CALLBRIDGE_TEST_MONGODB_URI not set: multi-instance tests not run");
+            None
+        }
+    }
+}
+
+/// An instance on the shared database; all share keys and certificates.
+async fn instance(dir: &Path, uri: &str, db: &str) -> Server {
+    Server::start_in(
+        dir.to_path_buf(),
+        &[
+            ("CALLBRIDGE_MONGODB_URI", uri),
+            ("CALLBRIDGE_MONGODB_DB", db),
+        ],
+    )
+    .await
+}
+
+fn routed(i: usize, user: &str) -> serde_json::Value {
+    let mut p = call_payload(&format!("c{i}"), "+15551112222", "+15553334444");
+    p["client_state"] = json!(client_state_for(user));
+    envelope("call.dtmf.received", p)
+}
+
+async fn setup() -> Option<(tempfile::TempDir, Server, Server)> {
+    let uri = uri()?;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("multi{}", uuid::Uuid::new_v4().simple());
+    let a = instance(dir.path(), &uri, &db).await;
+    let b = instance(dir.path(), &uri, &db).await;
+    a.put_user("u1", json!({})).await;
+    a.put_user("u2", json!({})).await;
+    Some((dir, a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_to_a_reaches_a_client_on_b() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut on_b, _, _) = b.connect("u1").await;
+    let (mut other_on_b, _, _) = b.connect("u2").await;
+    let ev = routed(1, "u1");
+    assert_eq!(a.post_webhook(&ev).await.status, 200);
+    let got = next_json(&mut on_b).await;
+    assert_eq!(got["id"], ev["data"]["id"]);
+    assert_eq!(got["seq"], 1);
+    expect_silence(&mut on_b, Duration::from_millis(500)).await;
+    expect_silence(&mut other_on_b, Duration::from_millis(100)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternating_instances_keep_one_users_seq_contiguous_on_both() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut on_a, _, _) = a.connect("u1").await;
+    let (mut on_b, _, _) = b.connect("u1").await;
+    let n = 20;
+    // Concurrent posters, alternating instances.
+    let mut posts = Vec::new();
+    for i in 0..n {
+        let target = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let tls = a.tls.clone();
+        let body = routed(i, "u1").to_string();
+        let ts = now_secs();
+        let sig = a.signer.sign(ts, body.as_bytes());
+        posts.push(tokio::spawn(async move {
+            loop {
+                let r = callbridge::client::request_once(
+                    &format!("{target}/webhooks/telnyx"),
+                    "POST",
+                    &[
+                        ("telnyx-signature-ed25519", sig.as_str()),
+                        ("telnyx-timestamp", ts.to_string().as_str()),
+                    ],
+                    body.clone(),
+                    tls.clone(),
+                )
+                .await
+                .unwrap();
+                if r.status == 200 {
+                    return;
+                }
+                // 503 under contention: Telnyx retries; so do we.
+                assert_eq!(r.status, 503);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    for p in posts {
+        p.await.unwrap();
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        for want in 1..=n as u64 {
+            let ev = next_json(ws).await;
+            assert_eq!(ev["seq"], want, "{ev}");
+        }
+        expect_silence(ws, Duration::from_millis(300)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_b_loses_nothing_for_a_resuming_client() {
+    let Some(uri) = uri() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("multi{}", uuid::Uuid::new_v4().simple());
+    let a = instance(dir.path(), &uri, &db).await;
+    let b = instance(dir.path(), &uri, &db).await;
+    a.put_user("u1", json!({})).await;
+    let (mut on_b, _, _) = b.connect("u1").await;
+    assert_eq!(a.post_webhook(&routed(0, "u1")).await.status, 200);
+    assert_eq!(next_json(&mut on_b).await["seq"], 1);
+    // B goes away (its change stream with it); A keeps storing.
+    b.stop().await;
+    let (code, _) = expect_close(&mut on_b).await;
+    assert_eq!(code, 1001);
+    for i in 1..4 {
+        assert_eq!(a.post_webhook(&routed(i, "u1")).await.status, 200);
+    }
+    let b = instance(dir.path(), &uri, &db).await;
+    let mut again = b
+        .ws_raw(&format!("token={}&since=1", b.token("u1")), &[])
+        .await;
+    assert_eq!(next_json(&mut again).await["data"]["lastSeq"], 4);
+    for want in 2..=4 {
+        assert_eq!(next_json(&mut again).await["seq"], want);
+    }
+    assert_eq!(next_json(&mut again).await["event"], "resumed");
+    assert_eq!(next_json(&mut again).await["event"], "snapshot");
+    // And live events from A keep coming through B's new feed.
+    assert_eq!(a.post_webhook(&routed(9, "u1")).await.status, 200);
+    assert_eq!(next_json(&mut again).await["seq"], 5);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_through_a_reach_sockets_on_b() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut u1_on_b, _, _) = b.connect("u1").await;
+    let (mut u2_on_b, _, _) = b.connect("u2").await;
+    let r = a
+        .admin(
+            "POST",
+            "/api/broadcast",
+            Some(json!({"userIds": ["u2"], "event": "notice", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let got = next_json(&mut u2_on_b).await;
+    assert_eq!(got["event"], "notice");
+    assert_eq!(got["data"], json!({"n": 1}));
+    expect_silence(&mut u1_on_b, Duration::from_millis(300)).await;
+
+    assert_eq!(
+        a.admin("POST", "/api/users/u1/revoke", None).await.status,
+        200
+    );
+    let (code, _) = expect_close(&mut u1_on_b).await;
+    assert_eq!(code, 4003);
+    assert_eq!(a.admin("DELETE", "/api/users/u2", None).await.status, 204);
+    let (code, _) = expect_close(&mut u2_on_b).await;
+    assert_eq!(code, 4003);
+    a.stop().await;
+    b.stop().await;
+}
