@@ -40,3 +40,7 @@ CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --no-fail-fast --all-targets "
 # 2. The integration tests again on the embedded store.
 echo "== cargo test --tests (integration tests on the embedded store)"
 CALLBRIDGE_TEST_STORE=memory cargo test --locked --no-fail-fast --tests "$@"
+# 3. Deployment: systemd unit, deploy.sh, certbot hook, renewal under a
+#    running daemon (pebble on loopback). Needs root and apt (CI has both).
+echo "== scripts/test-deploy.sh (unit, deploy.sh, certbot hook, live renewal)"
+scripts/test-deploy.sh

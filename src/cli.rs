@@ -201,25 +201,20 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM or SIGINT. The handlers are installed when this is called (not
+/// when the future is first polled), so a signal that arrives during
+/// startup already means "shut down gracefully" rather than the default
+/// "die at once".
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }
 
 async fn serve(file: Option<&Path>, dev: bool) -> i32 {
@@ -228,6 +223,13 @@ async fn serve(file: Option<&Path>, dev: bool) -> i32 {
         Err(code) => return code,
     };
     init_tracing(config.log_format);
+    let shutdown = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
     // A certificate that does not load or match its key is a configuration error.
     if let Err(e) = crate::tls::load_certified_key(&config.tls) {
         eprintln!("error: {e}");
@@ -246,7 +248,7 @@ async fn serve(file: Option<&Path>, dev: bool) -> i32 {
     if let Some(files) = &files {
         print_dev_banner(&config, files, &listener);
     }
-    match crate::server::run(listener, config, shutdown_signal()).await {
+    match crate::server::run(listener, config, shutdown).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");

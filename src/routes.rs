@@ -47,12 +47,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .and(with_app.clone())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
-        .and(warp::ws())
-        .map(
-            |app: Arc<App>, headers: HeaderMap, query, ws: warp::ws::Ws| {
-                ws_route(app, headers, query, ws)
-            },
-        );
+        .and(warp::ext::optional::<session::PendingUpgrade>())
+        .map(|app: Arc<App>, headers: HeaderMap, query, pending| {
+            reply(ws_route(app, headers, query, pending))
+        });
 
     let health = warp::path!("health")
         .and(warp::get())
@@ -248,29 +246,49 @@ fn ws_route(
     app: Arc<App>,
     headers: HeaderMap,
     query: HashMap<String, String>,
-    ws: warp::ws::Ws,
-) -> Response {
+    pending: Option<session::PendingUpgrade>,
+) -> Result<Response> {
     if !origin_allowed(&app, &headers) {
         app.metrics.auth_failed("origin");
         tracing::info!("websocket upgrade refused: origin not allowed");
-        return ApiError::OriginRefused.into_response();
+        return Err(ApiError::OriginRefused);
     }
     if app.is_draining() {
-        return ApiError::ShuttingDown.into_response();
+        return Err(ApiError::ShuttingDown);
     }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let connection_upgrade = header("connection").is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    let key = header("sec-websocket-key");
+    let on_upgrade = pending.and_then(|p| p.take());
+    let (Some(key), true, Some("13"), Some(on_upgrade)) = (
+        key,
+        connection_upgrade,
+        header("sec-websocket-version"),
+        on_upgrade,
+    ) else {
+        return Err(ApiError::BadRequest(
+            "expected a WebSocket upgrade (version 13)".into(),
+        ));
+    };
     let (info, offered_v1) = upgrade_info(&headers, &query);
-    let limit = app.config.max_client_message_bytes;
-    let ws = ws
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // Bounded write buffer: a blocked socket errors instead of growing.
-        .max_write_buffer_size(256 * 1024);
-    let upgraded = ws.on_upgrade(move |socket| session::run(app, socket, info));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = warp::http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept);
     if offered_v1 {
-        warp::reply::with_header(upgraded, "sec-websocket-protocol", SUBPROTOCOL).into_response()
-    } else {
-        upgraded.into_response()
+        resp = resp.header("sec-websocket-protocol", SUBPROTOCOL);
     }
+    let resp = resp
+        .body(Default::default())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // The session starts once hyper has sent the 101 and handed over the stream.
+    tokio::spawn(session::upgrade_and_run(app, on_upgrade, info));
+    Ok(resp)
 }
 
 // ---------------------------------------------------------------- admin API

@@ -13,10 +13,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant as TokioInstant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
-use warp::ws::{Message, WebSocket};
 
 use crate::app::App;
 use crate::auth::{AuthError, Claims, LEEWAY_SECS};
@@ -31,6 +36,69 @@ const REPLAY_PAGE: usize = 500;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that makes no progress for this long means the peer is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server side of one dialer connection.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Bytes read from the socket at a time. tungstenite's default read buffer
+/// is 128 KiB, allocated up front for every connection (1.3 GB for 10,000
+/// idle dialers); client messages are small JSON (`auth`, `ping`,
+/// `status`), so 4 KiB costs nothing in throughput. This is why the upgrade
+/// is done here rather than by warp's `ws()` filter, which offers no way to
+/// set it.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames are written (and flushed) one by one as the session sends them;
+/// no write-side batching buffer is kept.
+const WRITE_BUFFER: usize = 0;
+/// A blocked socket errors instead of growing its buffer without bound.
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
+
+/// The hyper upgrade of a request, captured before warp routes it (see
+/// `server::CaptureUpgrade`), taken by the `/ws` route.
+#[derive(Clone, Default)]
+pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<OnUpgrade>>>);
+
+impl PendingUpgrade {
+    pub fn new(on: OnUpgrade) -> Self {
+        PendingUpgrade(Arc::new(std::sync::Mutex::new(Some(on))))
+    }
+
+    pub fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Does this request ask for a WebSocket upgrade?
+pub fn wants_websocket<B>(req: &hyper::Request<B>) -> bool {
+    req.headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+pub fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// Finish the upgrade (after the 101 went out) and run the session.
+pub async fn upgrade_and_run(app: Arc<App>, on: OnUpgrade, info: UpgradeInfo) {
+    let upgraded = match on.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let config = ws_config(app.config.max_client_message_bytes);
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    run(app, ws, info).await;
+}
 
 /// What the upgrade request carried.
 #[derive(Debug, Default, Clone)]
@@ -230,7 +298,7 @@ impl Session {
                     }
                     // Before authentication every other message is ignored.
                     if let Ok(ClientMessage::Auth { token }) =
-                        msg.to_str().map_err(|_| String::new()).and_then(ClientMessage::parse)
+                        msg.to_text().map_err(|_| String::new()).and_then(ClientMessage::parse)
                     {
                         return Ok(token);
                     }
@@ -335,7 +403,7 @@ impl Session {
                     if last_heard.elapsed() > ping_every * 2 {
                         return Some(CloseWith::new(close::NORMAL, "no answer to pings"));
                     }
-                    if self.send(Message::ping(Vec::new())).await.is_err() {
+                    if self.send(Message::Ping(Default::default())).await.is_err() {
                         return None;
                     }
                 }
@@ -363,7 +431,7 @@ impl Session {
         let parsed = if msg.is_binary() {
             Err("binary frames are not supported; send JSON text".to_string())
         } else {
-            msg.to_str()
+            msg.to_text()
                 .map_err(|_| "message is not text".to_string())
                 .and_then(ClientMessage::parse)
         };
@@ -566,7 +634,10 @@ impl Session {
             Some(CloseWith(code, reason)) => {
                 // Close reasons are at most 123 bytes (RFC 6455 §5.5).
                 let reason: String = reason.chars().take(120).collect();
-                let frame = Message::close_with(code, reason);
+                let frame = Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                }));
                 let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.send(frame)).await;
                 self.app.metrics.closed(code);
                 code
@@ -610,16 +681,14 @@ fn store_close(e: &StoreError) -> CloseWith {
 }
 
 /// A read error: too-large messages close with 1009, the rest just end.
-fn read_error_close(e: &warp::Error) -> Option<CloseWith> {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = src {
-        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
-            err.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-        {
-            return Some(CloseWith::new(close::TOO_BIG, "message too large"));
+fn read_error_close(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseWith> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Capacity(_) => Some(CloseWith::new(close::TOO_BIG, "message too large")),
+        Error::Protocol(_) => Some(CloseWith::new(1002, "protocol error")),
+        _ => {
+            tracing::debug!(error = %e, "read failed");
+            None
         }
-        src = err.source();
     }
-    tracing::debug!(error = %e, "read failed");
-    None
 }

@@ -196,15 +196,17 @@ pub fn spawn_reloader(app: std::sync::Arc<crate::app::App>, resolver: Arc<CertRe
     if let Some(t) = not_after(&resolver.current()) {
         app.metrics.tls_cert_expiry.set(t);
     }
+    // Installed now, before READY=1 goes out: a `systemctl reload` right
+    // after start must not meet SIGHUP's default action (terminate).
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler; certificate reload by file watch only");
+            None
+        }
+    };
     let tracker = app.tracker.clone();
     tracker.spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler; certificate reload by file watch only");
-                None
-            }
-        };
         let poll = app.config.tls_reload_poll;
         let mut seen = fingerprint(&app.config.tls);
         loop {

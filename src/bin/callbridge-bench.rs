@@ -28,9 +28,11 @@ use callbridge::client::{self, Https};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for callbridge")]
 struct Args {
-    /// https://host:port of the daemon.
-    #[arg(long)]
-    url: String,
+    /// https://host:port of the daemon; several, comma-separated, for
+    /// instances sharing one MongoDB (connections and posters are spread
+    /// over them, and move to the next one when theirs goes away).
+    #[arg(long, value_delimiter = ',')]
+    url: Vec<String>,
     /// Dev data dir of the daemon (CA, signing key, JWT secret).
     #[arg(long)]
     data_dir: PathBuf,
@@ -109,13 +111,12 @@ async fn main() {
     let signer = Arc::new(callbridge::dev::load_signer(&files).expect("signing key"));
     let secret = std::fs::read_to_string(&files.jwt_secret).expect("jwt secret");
     let secret = secret.trim().to_string();
-    let ws_url = format!("{}/ws", args.url.replacen("https://", "wss://", 1));
+    let urls = args.url.clone();
+    let first = urls[0].clone();
     let auth = format!("Bearer {}", args.admin_token);
 
     if !args.no_setup {
-        let mut admin = Https::connect(&args.url, tls.clone())
-            .await
-            .expect("connect");
+        let mut admin = Https::connect(&first, tls.clone()).await.expect("connect");
         for u in 0..args.users {
             let r = admin
                 .request(
@@ -143,6 +144,7 @@ async fn main() {
     let received = Arc::new(Mutex::new(Received::default()));
     let mut sessions_per_user = vec![0u32; args.users];
     let mut readers = Vec::new();
+    let reconnects = Arc::new(AtomicU64::new(0));
     let now = callbridge::auth::now_secs();
     let connect_start = Instant::now();
     for c in 0..args.conns {
@@ -151,33 +153,40 @@ async fn main() {
         let token =
             callbridge::auth::mint(secret.as_bytes(), &format!("bench{user}"), None, 3600, now)
                 .unwrap();
-        let url = format!("{ws_url}?token={token}");
-        let (mut ws, _) = loop {
-            match client::ws_connect(&url, &[], tls.clone()).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    eprintln!("connect failed ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        // connected + snapshot
-        for _ in 0..2 {
-            ws.next().await.expect("handshake frames").expect("frame");
-        }
+        let (ws, last) = open_session(&urls, c % urls.len(), &token, 0, tls.clone()).await;
         let received = received.clone();
+        let urls = urls.clone();
+        let tls = tls.clone();
+        let reconnects = reconnects.clone();
         readers.push(tokio::spawn(async move {
-            while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(t) = msg else { continue };
-                let at = epoch.elapsed().as_micros() as u64;
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                    continue;
-                };
-                let Some(id) = v["id"].as_str() else { continue };
-                let sent = v["data"]["raw"]["bench_sent_us"].as_u64().unwrap_or(at);
-                let mut r = received.lock().unwrap();
-                *r.counts.entry((user, id.to_string())).or_default() += 1;
-                r.delivery_us.push(at.saturating_sub(sent));
+            let mut ws = ws;
+            let mut last_seq = last;
+            let mut at_url = c % urls.len();
+            loop {
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(t) = msg else { continue };
+                    let at = epoch.elapsed().as_micros() as u64;
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                        continue;
+                    };
+                    let (Some(id), Some(seq)) = (v["id"].as_str(), v["seq"].as_u64()) else {
+                        continue;
+                    };
+                    if seq <= last_seq {
+                        continue;
+                    }
+                    last_seq = seq;
+                    let sent = v["data"]["raw"]["bench_sent_us"].as_u64().unwrap_or(at);
+                    let mut r = received.lock().unwrap();
+                    *r.counts.entry((user, id.to_string())).or_default() += 1;
+                    r.delivery_us.push(at.saturating_sub(sent));
+                }
+                // The instance went away: resume on the next one with `since`.
+                reconnects.fetch_add(1, Ordering::Relaxed);
+                at_url = (at_url + 1) % urls.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let (next, _) = open_session(&urls, at_url, &token, last_seq, tls.clone()).await;
+                ws = next;
             }
         }));
     }
@@ -200,16 +209,11 @@ async fn main() {
         return;
     }
 
-    let metrics_before = client::request_once(
-        &format!("{}/metrics", args.url),
-        "GET",
-        &[],
-        "",
-        tls.clone(),
-    )
-    .await
-    .map(|r| String::from_utf8_lossy(&r.body).to_string())
-    .unwrap_or_default();
+    let metrics_before =
+        client::request_once(&format!("{first}/metrics"), "GET", &[], "", tls.clone())
+            .await
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
+            .unwrap_or_default();
 
     let next = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
@@ -218,7 +222,7 @@ async fn main() {
     let per_poster_interval = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let mut posters = Vec::new();
-    for _ in 0..args.concurrency {
+    for poster in 0..args.concurrency {
         let (next, retries, latencies, signer, tls) = (
             next.clone(),
             retries.clone(),
@@ -227,8 +231,10 @@ async fn main() {
             tls.clone(),
         );
         let args = args.clone();
+        let urls = urls.clone();
         posters.push(tokio::spawn(async move {
             let mut conn: Option<Https> = None;
+            let mut at_url = poster % urls.len();
             let mut tick = per_poster_interval.map(tokio::time::interval);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -242,7 +248,10 @@ async fn main() {
                 let body = webhook_body(i, user, epoch);
                 loop {
                     if conn.is_none() {
-                        conn = Https::connect(&args.url, tls.clone()).await.ok();
+                        conn = Https::connect(&urls[at_url], tls.clone()).await.ok();
+                        if conn.is_none() {
+                            at_url = (at_url + 1) % urls.len();
+                        }
                     }
                     let Some(c) = conn.as_mut() else {
                         retries.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +289,7 @@ async fn main() {
                         Err(_) => {
                             retries.fetch_add(1, Ordering::Relaxed);
                             conn = None;
+                            at_url = (at_url + 1) % urls.len();
                         }
                     }
                 }
@@ -309,16 +319,11 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics_after = client::request_once(
-        &format!("{}/metrics", args.url),
-        "GET",
-        &[],
-        "",
-        tls.clone(),
-    )
-    .await
-    .map(|r| String::from_utf8_lossy(&r.body).to_string())
-    .unwrap_or_default();
+    let metrics_after =
+        client::request_once(&format!("{first}/metrics"), "GET", &[], "", tls.clone())
+            .await
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
+            .unwrap_or_default();
 
     let r = received.lock().unwrap();
     let mut lost = 0u64;
@@ -391,6 +396,39 @@ async fn main() {
     }
     if lost > 0 {
         std::process::exit(3);
+    }
+}
+
+/// Open a session on `urls[i]` (resuming after `since`), retrying until it
+/// works; returns it with the last seq it replayed.
+async fn open_session(
+    urls: &[String],
+    mut i: usize,
+    token: &str,
+    since: u64,
+    tls: Arc<rustls::ClientConfig>,
+) -> (client::Wss, u64) {
+    loop {
+        let ws_url = format!("{}/ws", urls[i].replacen("https://", "wss://", 1));
+        let url = if since > 0 {
+            format!("{ws_url}?token={token}&since={since}")
+        } else {
+            format!("{ws_url}?token={token}")
+        };
+        if let Ok((mut ws, _)) = client::ws_connect(&url, &[], tls.clone()).await {
+            if since > 0 {
+                // Replayed events come before `snapshot`: the reader counts them.
+                return (ws, since);
+            }
+            // connected + snapshot, then live events only.
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                if t.as_str().contains("\"event\":\"snapshot\"") {
+                    return (ws, since);
+                }
+            }
+        }
+        i = (i + 1) % urls.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
