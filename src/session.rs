@@ -188,6 +188,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket, info: UpgradeInfo) {
             user: String::new(),
             last_sent: 0,
             info,
+            close: Arc::new(CloseSignal::default()),
         };
         tracing::info!("connection opened");
         let end = s.lifecycle(&mut gauges).await;
@@ -207,6 +208,9 @@ struct Session {
     /// Highest stored `seq` written to this client.
     last_sent: u64,
     info: UpgradeInfo,
+    /// Close requests from the hub (slow consumer, revocation): honoured
+    /// even in the middle of a blocked write.
+    close: Arc<CloseSignal>,
 }
 
 impl Session {
@@ -224,7 +228,7 @@ impl Session {
         tracing::Span::current().record("user", self.user.as_str());
 
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let close_signal = Arc::new(CloseSignal::default());
+        let close_signal = self.close.clone();
         // Register before reading lastSeq/history, so nothing stored in
         // between can be missed; duplicates are dropped by `last_sent`.
         let _registration = match app.hub.register(
@@ -270,7 +274,7 @@ impl Session {
         let msg = ServerMessage::AuthRequired {
             timeout_secs: timeout.as_secs(),
         };
-        self.send_text(msg.to_frame()).await.map_err(|_| None)?;
+        self.send_text(msg.to_frame()).await?;
         let deadline = TokioInstant::now() + timeout;
         let shutdown = self.app.shutdown.clone();
         loop {
@@ -347,8 +351,8 @@ impl Session {
             heartbeat_secs: app.config.ping_interval.as_secs(),
             last_seq,
         });
-        if self.send_text(connected.to_frame()).await.is_err() {
-            return None;
+        if let Err(end) = self.send_text(connected.to_frame()).await {
+            return end;
         }
         let since = self.info.since.take();
         if let Some(since) = since {
@@ -391,11 +395,8 @@ impl Session {
                 }
                 out = rx.recv() => {
                     let Some(out) = out else { return None };
-                    let sent = tokio::select! {
-                        r = self.on_outbound(out) => r,
-                        (code, reason) = close_signal.wait() => Err(Some(CloseWith(code, reason))),
-                    };
-                    if let Err(end) = sent {
+                    // Writes give way to a close request (see `send`).
+                    if let Err(end) = self.on_outbound(out).await {
                         return end;
                     }
                 }
@@ -403,8 +404,8 @@ impl Session {
                     if last_heard.elapsed() > ping_every * 2 {
                         return Some(CloseWith::new(close::NORMAL, "no answer to pings"));
                     }
-                    if self.send(Message::Ping(Default::default())).await.is_err() {
-                        return None;
+                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                        return end;
                     }
                 }
             }
@@ -439,7 +440,7 @@ impl Session {
             Ok(cm) => cm,
             Err(reason) => {
                 let frame = ServerMessage::bad_request(reason).to_frame();
-                return self.send_text(frame).await.map_err(|_| None);
+                return self.send_text(frame).await;
             }
         };
         match cm {
@@ -447,7 +448,7 @@ impl Session {
                 let pong = ServerMessage::Pong {
                     timestamp: now_ms(),
                 };
-                self.send_text(pong.to_frame()).await.map_err(|_| None)
+                self.send_text(pong.to_frame()).await
             }
             ClientMessage::Auth { token } => {
                 let (claims, _) = self.authenticate(&token).await.map_err(Some)?;
@@ -475,7 +476,7 @@ impl Session {
                     }
                     .to_frame();
                     tracing::warn!(error = %e, "status not saved");
-                    return self.send_text(frame).await.map_err(|_| None);
+                    return self.send_text(frame).await;
                 }
                 let frame: Arc<str> = ServerMessage::StatusChanged { status }.to_frame().into();
                 app.hub.send_to_user(&self.user, frame, Some(&self.conn_id));
@@ -486,7 +487,7 @@ impl Session {
 
     async fn on_outbound(&mut self, out: Outbound) -> Result<(), Option<CloseWith>> {
         match out {
-            Outbound::Message(frame) => self.send_text(frame.to_string()).await.map_err(|_| None),
+            Outbound::Message(frame) => self.send_text(frame.to_string()).await,
             Outbound::Resync => self.fill_to(u64::MAX).await,
             Outbound::Event {
                 seq,
@@ -503,7 +504,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                self.send_text(frame.to_string()).await.map_err(|_| None)?;
+                self.send_text(frame.to_string()).await?;
                 self.last_sent = seq;
                 self.app.metrics.events_delivered.inc();
                 if let Some(t) = received {
@@ -573,7 +574,7 @@ impl Session {
             // with an embedded store's restart) must refresh too.
             gap: gap.unwrap_or(false) || since > last,
         };
-        self.send_text(resumed.to_frame()).await.map_err(|_| None)
+        self.send_text(resumed.to_frame()).await
     }
 
     async fn snapshot(&mut self) -> Result<(), Option<CloseWith>> {
@@ -590,13 +591,11 @@ impl Session {
             status: view.status,
             active_calls: view.active_calls,
         });
-        self.send_text(msg.to_frame()).await.map_err(|_| None)
+        self.send_text(msg.to_frame()).await
     }
 
     async fn send_event(&mut self, ev: &StoredEvent) -> Result<(), Option<CloseWith>> {
-        self.send_text(crate::protocol::event_frame(ev))
-            .await
-            .map_err(|_| None)?;
+        self.send_text(crate::protocol::event_frame(ev)).await?;
         if ev.seq > self.last_sent {
             self.last_sent = ev.seq;
         }
@@ -604,20 +603,33 @@ impl Session {
         Ok(())
     }
 
-    async fn send_text(&mut self, text: String) -> Result<(), ()> {
+    async fn send_text(&mut self, text: String) -> Result<(), Option<CloseWith>> {
         self.send(Message::text(text)).await
     }
 
-    async fn send(&mut self, msg: Message) -> Result<(), ()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "write failed");
-                Err(())
-            }
-            Err(_) => {
-                tracing::info!("write timed out; dropping connection");
-                Err(())
+    /// Write one frame. `Err(None)`: the peer is gone (error or no progress
+    /// for `WRITE_TIMEOUT`); `Err(Some(..))`: a close was requested (by the
+    /// hub or shutdown) while the write was blocked — a client that stopped
+    /// reading is closed promptly, whether it is being replayed history or
+    /// sent live events.
+    async fn send(&mut self, msg: Message) -> Result<(), Option<CloseWith>> {
+        let close = self.close.clone();
+        let shutdown = self.app.shutdown.clone();
+        tokio::select! {
+            r = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed");
+                    Err(None)
+                }
+                Err(_) => {
+                    tracing::info!("write timed out; dropping connection");
+                    Err(None)
+                }
+            },
+            (code, reason) = close.wait() => Err(Some(CloseWith(code, reason))),
+            _ = shutdown.cancelled() => {
+                Err(Some(CloseWith::new(close::GOING_AWAY, "server shutting down")))
             }
         }
     }
