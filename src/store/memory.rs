@@ -300,10 +300,7 @@ impl Store for MemoryStore {
             .filter(|c| c.users.iter().any(|u| u == id))
             .filter_map(CallRecord::active_call)
             .collect();
-        active_calls.sort_by(|a, b| {
-            (a.started_at.as_deref(), &a.call_control_id)
-                .cmp(&(b.started_at.as_deref(), &b.call_control_id))
-        });
+        sort_active_calls(&mut active_calls);
         Ok(Some(UserView {
             user,
             presence,

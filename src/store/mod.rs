@@ -310,6 +310,14 @@ impl CallRecord {
     }
 }
 
+/// Oldest call first (the order `snapshot` and the admin API show).
+pub fn sort_active_calls(calls: &mut [ActiveCall]) {
+    calls.sort_by(|a, b| {
+        (a.started_at.as_deref(), &a.call_control_id)
+            .cmp(&(b.started_at.as_deref(), &b.call_control_id))
+    });
+}
+
 fn fill(slot: &mut Option<String>, value: &Option<String>) {
     if slot.is_none() {
         slot.clone_from(value);

@@ -797,10 +797,7 @@ impl Store for MongoStore {
             })
             .filter_map(|c| c.active_call())
             .collect();
-        active_calls.sort_by(|a, b| {
-            (a.started_at.as_deref(), &a.call_control_id)
-                .cmp(&(b.started_at.as_deref(), &b.call_control_id))
-        });
+        sort_active_calls(&mut active_calls);
         Ok(Some(UserView {
             user,
             presence: Presence {
