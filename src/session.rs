@@ -698,6 +698,7 @@ fn read_error_close(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseWi
     match e {
         Error::Capacity(_) => Some(CloseWith::new(close::TOO_BIG, "message too large")),
         Error::Protocol(_) => Some(CloseWith::new(1002, "protocol error")),
+        Error::Utf8(_) => Some(CloseWith::new(1007, "text frame is not UTF-8")),
         _ => {
             tracing::debug!(error = %e, "read failed");
             None
