@@ -282,9 +282,9 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn num<T: std::str::FromStr>(&mut self, key: &str, default: T, min: T) -> T
+    fn num<T>(&mut self, key: &str, default: T, min: T) -> T
     where
-        T: PartialOrd + std::fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         match self.src.get(key) {
             None => default,

@@ -239,7 +239,7 @@ fn origin_allowed(app: &App, headers: &HeaderMap) -> bool {
         return true;
     };
     let origin = crate::config::normalize_origin(origin.to_str().unwrap_or(""));
-    allowed.iter().any(|a| *a == origin)
+    allowed.contains(&origin)
 }
 
 fn ws_route(

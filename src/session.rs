@@ -397,7 +397,8 @@ impl Session {
                     }
                 }
                 out = rx.recv() => {
-                    let Some(out) = out else { return None };
+                    // The hub holds the sender while we are registered.
+                    let out = out?;
                     // Writes give way to a close request (see `send`).
                     if let Err(end) = self.on_outbound(out).await {
                         return end;

@@ -590,10 +590,12 @@ async fn origin_outside_allowlist_is_refused_with_403() {
     let s = Server::start_with(&[("CALLBRIDGE_ALLOWED_ORIGINS", ORIGINS)]).await;
     s.put_user("u1", json!({})).await;
     let url = format!("{}?token={}", s.ws_url, s.token("u1"));
-    let err = client::ws_connect(&url, &[("origin", "https://evil.example")], s.tls.clone())
+    let err = match client::ws_connect(&url, &[("origin", "https://evil.example")], s.tls.clone())
         .await
-        .err()
-        .expect("upgrade from a foreign origin must fail");
+    {
+        Ok(_) => panic!("upgrade from a foreign origin must fail"),
+        Err(e) => e,
+    };
     assert!(err.to_string().contains("403"), "{err}");
 
     let r = upgrade_request(&s, "https://evil.example").await;
