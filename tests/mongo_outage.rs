@@ -228,3 +228,55 @@ async fn daemon_restart_keeps_seq_history_state_and_resume() {
     assert_eq!(next_json(&mut ws).await["event"], "snapshot");
     s.stop().await;
 }
+
+/// Two instances; the database stops and comes back while both stay up:
+/// B's change stream errors, resumes (or resyncs), and a client on B still
+/// gets, in order, what A stores afterwards — and what A stored while B's
+/// stream was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_stream_error_with_both_instances_up_loses_nothing() {
+    let Some(mut db) = db() else { return };
+    let uri = db.uri();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("CALLBRIDGE_MONGODB_URI", uri.as_str()),
+        ("CALLBRIDGE_MONGODB_DB", "feed"),
+        ("CALLBRIDGE_STORE_TIMEOUT_SECS", "2"),
+    ];
+    let a = Server::start_in(dir.path().to_path_buf(), &settings).await;
+    let b = Server::start_in(dir.path().to_path_buf(), &settings).await;
+    a.put_user("u1", json!({})).await;
+    let (mut on_b, _, _) = b.connect("u1").await;
+    assert_eq!(
+        a.post_webhook(&routed("c0", "u1", "call.initiated"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(next_json(&mut on_b).await["seq"], 1);
+
+    db.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    db.start();
+    // A stores as soon as the database answers again (retrying as Telnyx would).
+    for i in 1..=3 {
+        let ev = routed(&format!("c{i}"), "u1", "call.initiated");
+        let mut stored = false;
+        for _ in 0..60 {
+            let r = a.post_webhook(&ev).await;
+            if r.status == 200 {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(stored, "A never stored event {i}");
+    }
+    for want in 2..=4 {
+        let ev = next_json(&mut on_b).await;
+        assert_eq!(ev["seq"], want, "{ev}");
+    }
+    expect_silence(&mut on_b, Duration::from_millis(500)).await;
+    a.stop().await;
+    b.stop().await;
+}
