@@ -15,38 +15,6 @@ const OUTSIDE: &str = "+15559990000";
 
 // ------------------------------------------------------------------ helpers
 
-fn text(r: &HttpResponse) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
-fn assert_json_error(r: &HttpResponse, status: u16) -> Value {
-    assert_eq!(r.status, status, "status; body: {}", text(r));
-    let ct = r
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        ct.starts_with("application/json"),
-        "JSON content-type: {ct:?}"
-    );
-    let v: Value = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("error body is JSON ({e}): {}", text(r)));
-    let code = v["error"].as_str().unwrap_or_else(|| panic!("error: {v}"));
-    assert!(
-        !code.is_empty()
-            && code
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "kebab-case code: {code:?}"
-    );
-    assert!(
-        v["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message: {v}"
-    );
-    v
-}
-
 /// Every admin endpoint with a plausible body.
 fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![

@@ -383,3 +383,42 @@ pub fn call_payload(call: &str, from: &str, to: &str) -> Value {
         "state": "parked",
     })
 }
+
+/// A response body as text, for assertion messages.
+pub fn text(r: &HttpResponse) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The response is `status` with a JSON body `{"error":"<kebab>","message":"…"}`.
+pub fn assert_json_error(r: &HttpResponse, status: u16) -> Value {
+    assert_eq!(r.status, status, "status; body: {}", text(r));
+    let ct = r
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        ct.starts_with("application/json"),
+        "content-type is JSON, got {ct:?}"
+    );
+    let v: Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {}", text(r)));
+    let code = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("`error` is a string: {v}"));
+    assert!(
+        !code.is_empty()
+            && !code.starts_with('-')
+            && !code.ends_with('-')
+            && !code.contains("--")
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "`error` is a kebab-case code: {code:?}"
+    );
+    let msg = v["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("`message` is a string: {v}"));
+    assert!(!msg.is_empty(), "message is not empty: {v}");
+    v
+}
