@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::close;
 use crate::store::StoredEvent;
@@ -18,7 +19,8 @@ use crate::store::StoredEvent;
 /// Frames a session may have queued before it counts as a slow consumer.
 /// A dialer sees a handful of events per call; 1024 covers a burst of
 /// hundreds of calls while bounding memory to ~1024 × (frame ≈ 1–2 KB) per
-/// connection, and the frames are shared (`Arc<str>`) across a user's sessions.
+/// connection, and the frames are shared (reference-counted `Utf8Bytes`)
+/// across a user's sessions: no copy per session.
 pub const SESSION_QUEUE: usize = 1024;
 
 /// What the hub hands a session.
@@ -27,11 +29,11 @@ pub enum Outbound {
     /// A stored call event; `seq` lets the session keep order and fill gaps.
     Event {
         seq: u64,
-        frame: Arc<str>,
+        frame: Utf8Bytes,
         received: Option<Instant>,
     },
     /// A message without `seq` (custom broadcast, status-changed).
-    Message(Arc<str>),
+    Message(Utf8Bytes),
     /// Catch up from the store: the multi-instance feed lost its place.
     Resync,
 }
@@ -168,7 +170,7 @@ impl Hub {
                 continue;
             };
             // Serialize once per user; the user's sessions share the frame.
-            let frame: Arc<str> = crate::protocol::event_frame(ev).into();
+            let frame = Utf8Bytes::from(crate::protocol::event_frame(ev));
             for e in list {
                 let out = Outbound::Event {
                     seq: ev.seq,
@@ -182,7 +184,7 @@ impl Hub {
     }
 
     /// Queue a message without `seq` to every session of `user` except `except`.
-    pub fn send_to_user(&self, user: &str, frame: Arc<str>, except: Option<&str>) -> usize {
+    pub fn send_to_user(&self, user: &str, frame: Utf8Bytes, except: Option<&str>) -> usize {
         let users = self.read();
         let Some(list) = users.get(user) else {
             return 0;
@@ -194,7 +196,7 @@ impl Hub {
     }
 
     /// Queue a message to the sessions of `users`, or of everyone when `None`.
-    pub fn broadcast(&self, users: Option<&[String]>, frame: Arc<str>) -> usize {
+    pub fn broadcast(&self, users: Option<&[String]>, frame: Utf8Bytes) -> usize {
         let map = self.read();
         let send_list = |list: &Vec<Entry>| -> usize {
             list.iter()
@@ -261,10 +263,6 @@ impl Hub {
             .iter()
             .map(|(u, l)| (u.clone(), l.len()))
             .collect()
-    }
-
-    pub fn is_online(&self, user: &str) -> bool {
-        self.read().contains_key(user)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Counters and histograms, exposed at `/metrics` in Prometheus text format
 //! and summarized in `/api/status`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -190,10 +190,6 @@ impl Metrics {
 
     pub fn observe_since(h: &Histogram, start: Instant) {
         h.observe(start.elapsed().as_secs_f64());
-    }
-
-    pub fn observe(h: &Histogram, d: Duration) {
-        h.observe(d.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

@@ -299,7 +299,7 @@ async fn apply_everywhere(app: &App, control: Control) -> Result<usize> {
     let local = match &control {
         Control::CloseUser { user, code, reason } => app.hub.close_user(user, *code, reason),
         Control::Broadcast { users, frame } => {
-            app.hub.broadcast(users.as_deref(), frame.as_str().into())
+            app.hub.broadcast(users.as_deref(), frame.clone().into())
         }
     };
     bounded(

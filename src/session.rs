@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
@@ -482,7 +482,7 @@ impl Session {
                     tracing::warn!(error = %e, "status not saved");
                     return self.send_text(frame).await;
                 }
-                let frame: Arc<str> = ServerMessage::StatusChanged { status }.to_frame().into();
+                let frame = ServerMessage::StatusChanged { status }.to_frame().into();
                 app.hub.send_to_user(&self.user, frame, Some(&self.conn_id));
                 Ok(())
             }
@@ -491,7 +491,7 @@ impl Session {
 
     async fn on_outbound(&mut self, out: Outbound) -> Result<(), Option<CloseWith>> {
         match out {
-            Outbound::Message(frame) => self.send_text(frame.to_string()).await,
+            Outbound::Message(frame) => self.send_text(frame).await,
             Outbound::Resync => self.fill_to(u64::MAX).await,
             Outbound::Event {
                 seq,
@@ -508,7 +508,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                self.send_text(frame.to_string()).await?;
+                self.send_text(frame).await?;
                 self.last_sent = seq;
                 self.app.metrics.events_delivered.inc();
                 if let Some(t) = received {
@@ -607,8 +607,8 @@ impl Session {
         Ok(())
     }
 
-    async fn send_text(&mut self, text: String) -> Result<(), Option<CloseWith>> {
-        self.send(Message::text(text)).await
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Option<CloseWith>> {
+        self.send(Message::Text(text.into())).await
     }
 
     /// Write one frame. `Err(None)`: the peer is gone (error or no progress

@@ -113,6 +113,7 @@ impl Verified {
         self.timestamp
     }
 
+    /// The verified bytes, exactly as received.
     pub fn body(&self) -> &Bytes {
         &self.body
     }
