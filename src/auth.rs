@@ -142,13 +142,10 @@ pub fn mint(
     .map_err(|e| e.to_string())
 }
 
-pub fn now_secs() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_secs;
     use crate::config::{Config, Sources};
 
     fn config(extra: &[(&str, &str)]) -> Config {

@@ -262,7 +262,7 @@ fn print_dev_banner(config: &Config, files: &DevFiles, listener: &tokio::net::Tc
     let host = connect_host(addr);
     let token = match &config.jwt_key {
         JwtKey::Secret(s) => {
-            crate::auth::mint(s, dev::DEMO_USER, None, 24 * 3600, crate::auth::now_secs())
+            crate::auth::mint(s, dev::DEMO_USER, None, 24 * 3600, crate::clock::now_secs())
                 .unwrap_or_default()
         }
         JwtKey::PublicPem(_) => "<mint with your backend>".into(),
@@ -362,7 +362,7 @@ fn token(user: &str, email: Option<&str>, ttl: &str, file: Option<&Path>) -> i32
             }
         },
     };
-    match crate::auth::mint(secret.as_bytes(), user, email, ttl, crate::auth::now_secs()) {
+    match crate::auth::mint(secret.as_bytes(), user, email, ttl, crate::clock::now_secs()) {
         Ok(t) => {
             println!("{t}");
             EXIT_OK
@@ -395,7 +395,7 @@ pub fn build_envelope(event_type: &str, o: &SimOptions, payload_override: Option
         .call
         .clone()
         .unwrap_or_else(|| format!("v3:sim-{}", uuid::Uuid::new_v4().simple()));
-    let now = crate::store::now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     let mut payload = json!({
         "call_control_id": call,
         "call_leg_id": format!("leg-{call}"),
@@ -519,7 +519,7 @@ async fn simulate(
         format!("https://{}/webhooks/telnyx", connect_host(listen))
     });
     let body = build_envelope(event_type, &opts, payload).to_string();
-    let ts = crate::auth::now_secs();
+    let ts = crate::clock::now_secs();
     let sig = signer.sign(ts, body.as_bytes());
     let ca = std::fs::read(&files.ca).ok();
     let tls = match crate::tls::client_config(ca.as_deref()) {

@@ -25,7 +25,8 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::store::{rfc3339_ms, CallInfo, Transition};
+use crate::clock::rfc3339_ms;
+use crate::store::{CallInfo, Transition};
 use crate::telnyx::{decode_base64, Envelope};
 
 /// One normalized Telnyx event, ready for routing and storing.

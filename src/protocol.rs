@@ -132,7 +132,7 @@ struct Framed<'a, T: Serialize> {
 
 impl ServerMessage {
     pub fn to_frame(&self) -> String {
-        let ts = crate::store::now_rfc3339();
+        let ts = crate::clock::now_rfc3339();
         serde_json::to_string(&Framed { msg: self, ts: &ts })
             .expect("server messages always serialize")
     }
@@ -175,7 +175,7 @@ struct CustomFrame<'a> {
 
 /// A custom message pushed through `/api/broadcast`.
 pub fn custom_frame(event: &str, data: &Value) -> String {
-    let ts = crate::store::now_rfc3339();
+    let ts = crate::clock::now_rfc3339();
     serde_json::to_string(&CustomFrame {
         event,
         data,

@@ -379,7 +379,7 @@ where
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (M::POST, ["users", id, "revoke"]) => {
-            let at = crate::auth::now_secs();
+            let at = crate::clock::now_secs();
             if !bounded(t, app.store.revoke_tokens(id, at)).await? {
                 return Err(ApiError::NotFound("user"));
             }
@@ -387,7 +387,7 @@ where
             tracing::info!(user = %id, closed, "tokens revoked");
             Ok(json_reply(
                 StatusCode::OK,
-                &json!({"ok":true,"revokedAt":crate::store::rfc3339_ms(at * 1000),"closed":closed}),
+                &json!({"ok":true,"revokedAt":crate::clock::rfc3339_ms(at * 1000),"closed":closed}),
             ))
         }
         (M::POST, ["broadcast"]) => {

@@ -28,7 +28,8 @@ use crate::auth::{AuthError, Claims, LEEWAY_SECS};
 use crate::hub::{CloseSignal, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, Connected, ServerMessage, Snapshot, PROTOCOL_VERSION};
-use crate::store::{bounded, now_ms, StoreError, StoredEvent, User};
+use crate::clock::now_ms;
+use crate::store::{bounded, StoreError, StoredEvent, User};
 
 /// Events read from the store per page when replaying.
 const REPLAY_PAGE: usize = 500;
@@ -687,7 +688,7 @@ async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail
 }
 
 fn expiry_instant(exp: i64) -> TokioInstant {
-    let left = exp + LEEWAY_SECS as i64 - crate::auth::now_secs();
+    let left = exp + LEEWAY_SECS as i64 - crate::clock::now_secs();
     TokioInstant::now() + Duration::from_secs(left.max(0) as u64)
 }
 

@@ -14,7 +14,8 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::normalize::{normalize, Normalized};
 use crate::routing::{self, mask_phone, Rule};
-use crate::store::{now_ms, Ingest, IngestOutcome, StoreError};
+use crate::clock::now_ms;
+use crate::store::{Ingest, IngestOutcome, StoreError};
 
 /// Largest webhook body accepted (contract §3: 413 above 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;

@@ -71,7 +71,7 @@ fn at(mut env: Value, occurred_at: &str) -> Value {
 }
 
 fn rfc3339_ago(ms: i64) -> String {
-    callbridge::store::rfc3339_ms(callbridge::store::now_ms() - ms)
+    callbridge::clock::rfc3339_ms(callbridge::clock::now_ms() - ms)
 }
 
 async fn user_view(s: &Server, id: &str) -> Value {

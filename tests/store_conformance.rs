@@ -81,7 +81,7 @@ fn ingest(id: &str, targets: &[&str], control: &str, t: Transition, ms: i64) -> 
     Ingest {
         event_id: id.into(),
         event: "call-x".into(),
-        ts: callbridge::store::rfc3339_ms(ms),
+        ts: callbridge::clock::rfc3339_ms(ms),
         occurred_ms: ms,
         data: Arc::new(json!({"n": id, "big": 12345678901234i64, "nested": {"a": [1, 2.5, null]}})),
         targets: targets.iter().map(|s| s.to_string()).collect(),
@@ -198,7 +198,7 @@ conformance!(seq_dedupe_and_history, |s: Arc<dyn Store>| async move {
     // Data round-trips exactly.
     assert_eq!(page.events[0].data.as_ref(), e1[0].data.as_ref());
     assert_eq!(page.events[0].id, "e1");
-    assert_eq!(page.events[0].ts, callbridge::store::rfc3339_ms(1000));
+    assert_eq!(page.events[0].ts, callbridge::clock::rfc3339_ms(1000));
     let page = s.events_since("u1", 1, 100).await.unwrap();
     assert_eq!(
         page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),

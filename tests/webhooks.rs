@@ -420,7 +420,7 @@ async fn signed_array_shaped_envelopes_are_400() {
         "record_type": "event",
         "id": uuid::Uuid::new_v4().to_string(),
         "event_type": "call.initiated",
-        "occurred_at": callbridge::store::now_rfc3339(),
+        "occurred_at": callbridge::clock::now_rfc3339(),
         "payload": call_payload("c1", "+15559990000", "+15551230001"),
     });
     let id2 = uuid::Uuid::new_v4().to_string();

@@ -145,7 +145,7 @@ async fn main() {
     let mut sessions_per_user = vec![0u32; args.users];
     let mut readers = Vec::new();
     let reconnects = Arc::new(AtomicU64::new(0));
-    let now = callbridge::auth::now_secs();
+    let now = callbridge::clock::now_secs();
     let connect_start = Instant::now();
     for c in 0..args.conns {
         let user = c % args.users;
@@ -258,7 +258,7 @@ async fn main() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
-                    let ts = callbridge::auth::now_secs();
+                    let ts = callbridge::clock::now_secs();
                     let sig = signer.sign(ts, body.as_bytes());
                     let ts = ts.to_string();
                     let t0 = Instant::now();
@@ -447,7 +447,7 @@ fn webhook_body(i: usize, user: usize, epoch: Instant) -> String {
             "record_type": "event",
             "id": event_id(i),
             "event_type": "call.dtmf.received",
-            "occurred_at": callbridge::store::now_rfc3339(),
+            "occurred_at": callbridge::clock::now_rfc3339(),
             "payload": {
                 "call_control_id": format!("v3:bench-call-{user}"),
                 "call_leg_id": format!("bench-leg-{user}"),

@@ -291,7 +291,7 @@ pub fn mongo_uri() -> Option<String> {
 }
 
 pub fn now_secs() -> i64 {
-    callbridge::auth::now_secs()
+    callbridge::clock::now_secs()
 }
 
 pub fn token_for(user: &str, ttl: i64) -> String {
@@ -357,7 +357,7 @@ pub fn envelope(event_type: &str, payload: Value) -> Value {
             "record_type": "event",
             "id": uuid::Uuid::new_v4().to_string(),
             "event_type": event_type,
-            "occurred_at": callbridge::store::now_rfc3339(),
+            "occurred_at": callbridge::clock::now_rfc3339(),
             "payload": payload,
         },
         "meta": {"attempt": 1, "delivered_to": "https://bridge.example.com/webhooks/telnyx"}
