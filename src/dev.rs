@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::config::{DevDefaults, TlsPaths};
-use crate::store::{Role, Store, StoreResult, User};
+use crate::domain::{Role, User};
+use crate::store::{Store, StoreResult};
 use crate::telnyx::Signer;
 
 pub const DEMO_USER: &str = "demo";

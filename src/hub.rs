@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::close;
-use crate::store::StoredEvent;
+use crate::domain::StoredEvent;
 
 /// Frames a session may have queued before it counts as a slow consumer.
 /// A dialer sees a handful of events per call; 1024 covers a burst of
@@ -228,7 +228,8 @@ impl Hub {
 
     /// Apply what another instance stored or asked for.
     pub fn apply_feed(&self, item: crate::store::FeedItem) {
-        use crate::store::{Control, FeedItem};
+        use crate::domain::Control;
+        use crate::store::FeedItem;
         match item {
             FeedItem::Events(events) => {
                 self.deliver(&events, None);

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod domain;
 pub mod error;
 pub mod hub;
 pub mod metrics;

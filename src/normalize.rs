@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::clock::rfc3339_ms;
-use crate::store::{CallInfo, Transition};
+use crate::domain::{CallInfo, Transition};
 use crate::telnyx::{decode_base64, Envelope};
 
 /// One normalized Telnyx event, ready for routing and storing.

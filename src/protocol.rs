@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{ActiveCall, Status, StoredEvent};
+use crate::domain::{ActiveCall, Status, StoredEvent};
 
 /// Protocol version announced in `connected`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -18,7 +18,8 @@ use crate::error::{recover, ApiError};
 use crate::protocol::{close, SUBPROTOCOL};
 use crate::routing::normalize_phone;
 use crate::session::{self, UpgradeInfo};
-use crate::store::{bounded, Control, Role, User};
+use crate::domain::{Control, Role, User};
+use crate::store::bounded;
 use crate::telnyx::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::webhook::{self, MAX_BODY};
 

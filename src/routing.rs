@@ -7,7 +7,8 @@
 
 use crate::config::UnroutedPolicy;
 use crate::normalize::Normalized;
-use crate::store::{Role, Store, StoreResult};
+use crate::domain::Role;
+use crate::store::{Store, StoreResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {

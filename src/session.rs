@@ -29,7 +29,8 @@ use crate::hub::{CloseSignal, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, Connected, ServerMessage, Snapshot, PROTOCOL_VERSION};
 use crate::clock::now_ms;
-use crate::store::{bounded, StoreError, StoredEvent, User};
+use crate::domain::{StoredEvent, User};
+use crate::store::{bounded, StoreError};
 
 /// Events read from the store per page when replaying.
 const REPLAY_PAGE: usize = 500;

@@ -15,7 +15,8 @@ use crate::metrics::Metrics;
 use crate::normalize::{normalize, Normalized};
 use crate::routing::{self, mask_phone, Rule};
 use crate::clock::now_ms;
-use crate::store::{Ingest, IngestOutcome, StoreError};
+use crate::domain::{Ingest, IngestOutcome};
+use crate::store::StoreError;
 
 /// Largest webhook body accepted (contract §3: 413 above 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;

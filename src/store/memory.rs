@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::*;
+use super::{Store, StoreResult};
+use crate::clock::{now_ms, now_rfc3339};
+use crate::domain::{
+    history_gap, CallRecord, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
+    StoredEvent, User, UserView,
+};
 
 /// History kept per user regardless of age, so a flood for one user cannot
 /// take the process's memory (the MongoDB store is bounded by its TTL only).
@@ -215,14 +220,7 @@ impl Store for MemoryStore {
         for user in &ingest.targets {
             let log = st.logs.entry(user.clone()).or_default();
             log.last_seq += 1;
-            let ev = StoredEvent {
-                user_id: user.clone(),
-                seq: log.last_seq,
-                id: ingest.event_id.clone(),
-                event: ingest.event.clone(),
-                ts: ingest.ts.clone(),
-                data: ingest.data.clone(),
-            };
+            let ev = ingest.stored_for(user, log.last_seq);
             log.events.push_back((now, ev.clone()));
             log.prune(now, history_ms);
             stored.push(ev);
@@ -241,9 +239,7 @@ impl Store for MemoryStore {
         };
         log.prune(now, self.history.as_millis() as i64);
         let oldest = log.events.front().map(|(_, e)| e.seq);
-        // A gap: events after `since` existed but the oldest we still hold is
-        // later than `since + 1`.
-        let gap = since < log.last_seq && oldest.is_none_or(|o| o > since + 1);
+        let gap = history_gap(since, log.last_seq, oldest);
         let start = log.events.partition_point(|(_, e)| e.seq <= since);
         let events = log
             .events
@@ -288,24 +284,10 @@ impl Store for MemoryStore {
         let presence = st
             .presence
             .get(id)
-            .map(|p| Presence {
-                online: !p.connections.is_empty(),
-                connections: p.connections.len() as u32,
-                last_seen: p.last_seen.clone(),
-            })
+            .map(|p| Presence::new(p.connections.len() as u32, p.last_seen.clone()))
             .unwrap_or_default();
-        let mut active_calls: Vec<ActiveCall> = st
-            .calls
-            .values()
-            .filter(|c| c.users.iter().any(|u| u == id))
-            .filter_map(CallRecord::active_call)
-            .collect();
-        sort_active_calls(&mut active_calls);
-        Ok(Some(UserView {
-            user,
-            presence,
-            status: st.status.get(id).copied().unwrap_or_default(),
-            active_calls,
-        }))
+        let status = st.status.get(id).copied().unwrap_or_default();
+        let calls = st.calls.values().filter(|c| c.users.iter().any(|u| u == id));
+        Ok(Some(UserView::assemble(user, presence, status, calls)))
     }
 }

@@ -1,0 +1,242 @@
+//! Call legs: what an event tells about its call, the per-leg record every
+//! backend keeps, and the rules that move its state (Telnyx delivers late
+//! and twice: state follows `occurred_at`, and a hangup is final).
+
+use serde::{Deserialize, Serialize};
+
+use super::event::Ingest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    Ringing,
+    Answered,
+    Bridged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveCall {
+    pub call_control_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub state: CallState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
+}
+
+/// How an event changes the state of its call leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Initiated,
+    Answered,
+    Bridged,
+    Hangup,
+    /// Any other call event: binds the call, changes no state.
+    None,
+}
+
+/// The call-related part of an event, as the store needs it.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    pub call_control_id: Option<String>,
+    pub call_session_id: Option<String>,
+    pub direction: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub start_time: Option<String>,
+}
+
+impl CallInfo {
+    /// Keys the call is bound under: session first (it groups the legs of a
+    /// transfer), then the leg's control id.
+    pub fn binding_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(s) = &self.call_session_id {
+            keys.push(format!("s:{s}"));
+        }
+        if let Some(c) = &self.call_control_id {
+            keys.push(format!("c:{c}"));
+        }
+        keys
+    }
+}
+
+/// Per-leg call record, kept by every backend in this shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    pub call_control_id: String,
+    #[serde(default)]
+    pub call_session_id: Option<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub state: Option<CallState>,
+    /// `occurred_at` (ms) of the event that set `state`.
+    #[serde(default)]
+    pub state_ms: i64,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub answered_at: Option<String>,
+    #[serde(default)]
+    pub ended: bool,
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+}
+
+impl CallRecord {
+    pub fn new(control_id: &str) -> Self {
+        CallRecord {
+            call_control_id: control_id.to_string(),
+            call_session_id: None,
+            users: Vec::new(),
+            direction: None,
+            from: None,
+            to: None,
+            state: None,
+            state_ms: i64::MIN,
+            started_at: None,
+            answered_at: None,
+            ended: false,
+            ended_ms: None,
+        }
+    }
+
+    /// Apply one event to the leg. Telnyx delivers late and twice, so state
+    /// moves only with `occurred_at` order and a hangup is final: nothing
+    /// after it, however it is dated, revives the call.
+    pub fn apply(&mut self, ingest: &Ingest) {
+        let call = &ingest.call;
+        if !ingest.targets.is_empty() {
+            self.users = ingest.targets.clone();
+        }
+        fill(&mut self.call_session_id, &call.call_session_id);
+        fill(&mut self.direction, &call.direction);
+        fill(&mut self.from, &call.from);
+        fill(&mut self.to, &call.to);
+        if self.ended {
+            return;
+        }
+        let newer = ingest.occurred_ms >= self.state_ms;
+        let next = match ingest.transition {
+            Transition::None => return,
+            Transition::Hangup => {
+                self.ended = true;
+                self.ended_ms = Some(ingest.occurred_ms);
+                self.state = None;
+                return;
+            }
+            Transition::Initiated => CallState::Ringing,
+            Transition::Answered => CallState::Answered,
+            Transition::Bridged => CallState::Bridged,
+        };
+        if self.started_at.is_none() {
+            self.started_at = call.start_time.clone().or_else(|| {
+                (ingest.transition == Transition::Initiated).then(|| ingest.ts.clone())
+            });
+        }
+        if next == CallState::Answered && self.answered_at.is_none() {
+            self.answered_at = Some(ingest.ts.clone());
+        }
+        // A late event (older than the state we hold) fills blanks only.
+        if newer || self.state.is_none() {
+            self.state = Some(next);
+            self.state_ms = self.state_ms.max(ingest.occurred_ms);
+        }
+    }
+
+    pub fn active_call(&self) -> Option<ActiveCall> {
+        if self.ended {
+            return None;
+        }
+        Some(ActiveCall {
+            call_control_id: self.call_control_id.clone(),
+            call_session_id: self.call_session_id.clone(),
+            direction: self.direction.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            state: self.state?,
+            started_at: self.started_at.clone(),
+            answered_at: self.answered_at.clone(),
+        })
+    }
+}
+
+/// Oldest call first (the order `snapshot` and the admin API show).
+pub fn sort_active_calls(calls: &mut [ActiveCall]) {
+    calls.sort_by(|a, b| {
+        (a.started_at.as_deref(), &a.call_control_id)
+            .cmp(&(b.started_at.as_deref(), &b.call_control_id))
+    });
+}
+
+fn fill(slot: &mut Option<String>, value: &Option<String>) {
+    if slot.is_none() {
+        slot.clone_from(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::rfc3339_ms;
+    use serde_json::Value;
+    use std::sync::Arc;
+
+    fn ing(t: Transition, ms: i64) -> Ingest {
+        Ingest {
+            event_id: format!("e{ms}"),
+            event: "x".into(),
+            ts: rfc3339_ms(ms),
+            occurred_ms: ms,
+            data: Arc::new(Value::Null),
+            targets: vec!["u1".into()],
+            call: CallInfo {
+                call_control_id: Some("cc".into()),
+                ..Default::default()
+            },
+            transition: t,
+        }
+    }
+
+    #[test]
+    fn hangup_is_final() {
+        let mut r = CallRecord::new("cc");
+        r.apply(&ing(Transition::Initiated, 1000));
+        assert_eq!(r.active_call().unwrap().state, CallState::Ringing);
+        r.apply(&ing(Transition::Hangup, 3000));
+        assert!(r.active_call().is_none());
+        r.apply(&ing(Transition::Answered, 2000));
+        assert!(r.active_call().is_none());
+        r.apply(&ing(Transition::Initiated, 4000));
+        assert!(r.active_call().is_none());
+    }
+
+    #[test]
+    fn late_events_do_not_regress_state() {
+        let mut r = CallRecord::new("cc");
+        r.apply(&ing(Transition::Bridged, 3000));
+        r.apply(&ing(Transition::Answered, 2000));
+        r.apply(&ing(Transition::Initiated, 1000));
+        let a = r.active_call().unwrap();
+        assert_eq!(a.state, CallState::Bridged);
+        assert_eq!(a.started_at.as_deref(), Some(rfc3339_ms(1000).as_str()));
+        assert_eq!(a.answered_at.as_deref(), Some(rfc3339_ms(2000).as_str()));
+    }
+}

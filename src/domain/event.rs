@@ -1,0 +1,92 @@
+//! Events as stored per user, what one verified webhook writes, and the
+//! history rules every backend shares.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::call::{CallInfo, Transition};
+
+/// One event as stored for one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub user_id: String,
+    pub seq: u64,
+    /// Telnyx event id.
+    pub id: String,
+    /// Normalized event name (`call-answered`).
+    pub event: String,
+    /// `occurred_at` as RFC 3339.
+    pub ts: String,
+    /// The normalized `data` object (shared by every target user).
+    pub data: Arc<Value>,
+}
+
+/// Everything one verified webhook writes.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub event_id: String,
+    pub event: String,
+    pub ts: String,
+    /// `occurred_at` in ms since the epoch; orders state transitions.
+    pub occurred_ms: i64,
+    pub data: Arc<Value>,
+    pub targets: Vec<String>,
+    pub call: CallInfo,
+    pub transition: Transition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    /// Stored: one event per target user, each with its `seq`.
+    Stored(Vec<StoredEvent>),
+    /// This Telnyx event id was stored before; nothing was written.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsPage {
+    pub events: Vec<StoredEvent>,
+    /// True when history no longer reaches back to `since + 1`.
+    pub gap: bool,
+}
+
+impl Ingest {
+    /// The event as stored for `user` under that user's next `seq`. The
+    /// `data` object is shared by every target user, not copied.
+    pub fn stored_for(&self, user: &str, seq: u64) -> StoredEvent {
+        StoredEvent {
+            user_id: user.to_string(),
+            seq,
+            id: self.event_id.clone(),
+            event: self.event.clone(),
+            ts: self.ts.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
+/// Whether a client resuming after `since` missed events that history no
+/// longer holds: events after `since` were stored (`since < last_seq`), but
+/// the oldest one still held is later than `since + 1`, or none is held.
+pub fn history_gap(since: u64, last_seq: u64, oldest_held: Option<u64>) -> bool {
+    since < last_seq && oldest_held.is_none_or(|o| o > since + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_rule() {
+        // Nothing stored after `since`: never a gap.
+        assert!(!history_gap(5, 5, Some(1)));
+        assert!(!history_gap(7, 5, None));
+        // The next event is still held.
+        assert!(!history_gap(4, 9, Some(5)));
+        assert!(!history_gap(0, 9, Some(1)));
+        // Pruned past `since + 1`, or pruned entirely.
+        assert!(history_gap(4, 9, Some(6)));
+        assert!(history_gap(4, 9, None));
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain model, apart from any storage: users and their view, call
+//! legs and the rules that move their state, stored events and the history
+//! rules, and the admin actions every instance applies. Backends (`store`)
+//! only read and write these; the rules live here, once.
+
+mod call;
+mod control;
+mod event;
+mod user;
+
+pub use call::{sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, Transition};
+pub use control::Control;
+pub use event::{history_gap, EventsPage, Ingest, IngestOutcome, StoredEvent};
+pub use user::{Presence, Role, Status, User, UserView};

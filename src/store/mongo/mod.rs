@@ -1,0 +1,401 @@
+//! MongoDB backend (production). Standard driver features only, for MongoDB
+//! ≥ 6.0 replica sets: multi-document transactions, atomic update
+//! operators, unique and TTL indexes, change streams.
+//!
+//! Collections (schema in `docs/mongodb.md`):
+//! - `users`     `_id` = user id; multikey indexes on `phoneNumbers`, `connectionIds`; `role`
+//! - `seqs`      `_id` = user id, `seq` = the user's last stored `seq`
+//! - `events`    one per (user, event): unique `(userId, seq)`; TTL on `storedAt`
+//! - `receipts`  `_id` = Telnyx event id; TTL on `receivedAt` (de-duplication)
+//! - `calls`     `_id` = call_control_id: the leg's state and bound users; TTL on `endedAt`
+//! - `bindings`  `_id` = `s:<session>` / `c:<control>` → users; TTL on `updatedAt`
+//! - `presence`  `_id` = connection id, `userId`, `instance`, `heartbeatAt` (TTL)
+//! - `userState` `_id` = user id, `status`, `lastSeen`
+//! - `control`   admin actions for the other instances; TTL on `at`
+//!
+//! This module holds the connection and the plain reads and writes; the
+//! ingest transaction (`ingest`), the multi-instance feed (`feed`), the
+//! indexes (`indexes`) and the document layouts (`docs`) have their own.
+//! The rules (gap, user view, call state) are the domain's.
+
+mod docs;
+mod feed;
+mod ingest;
+mod indexes;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::Error as MongoError;
+use mongodb::options::{Acknowledgment, ClientOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, Collection, Database};
+use tokio_util::sync::CancellationToken;
+
+use self::docs::{call_from_doc, dt, event_from_doc, strings, user_from_doc, user_to_doc};
+use super::{FeedItem, Store, StoreError, StoreResult};
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::domain::{
+    history_gap, CallRecord, Control, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
+    User, UserView,
+};
+
+/// Presence documents not refreshed for this long belong to a dead process
+/// (three missed heartbeats of 30 s).
+const PRESENCE_STALE: Duration = Duration::from_secs(90);
+
+impl From<MongoError> for StoreError {
+    /// Every driver error means the store could not do it now; the text
+    /// (which may name hosts) goes to the log, never to a client.
+    fn from(e: MongoError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    history: Duration,
+    /// Unique per process: `origin` of what it writes.
+    instance: String,
+    /// Stable per service (host:port): whose presence to clear at start.
+    service: String,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Majority and journaled: an acknowledged event survives a primary's crash.
+fn durable() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
+impl MongoStore {
+    /// Connect and create the indexes (idempotent). Fails when the server
+    /// cannot be reached within `timeout`.
+    pub async fn connect(
+        uri: &str,
+        db_name: &str,
+        history: Duration,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        let store = Self::connect_only(uri, db_name, history, timeout).await?;
+        store.ensure_indexes().await?;
+        store.remove_stale_presence().await?;
+        Ok(store)
+    }
+
+    /// Connect and check the server answers, changing nothing (`check-config`).
+    pub async fn connect_only(
+        uri: &str,
+        db_name: &str,
+        history: Duration,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        let mut opts = ClientOptions::parse(uri).await?;
+        opts.app_name = Some("callbridge".into());
+        opts.server_selection_timeout = Some(timeout);
+        opts.connect_timeout = Some(timeout);
+        opts.write_concern = Some(durable());
+        opts.read_concern = Some(ReadConcern::majority());
+        let client = Client::with_options(opts)?;
+        let db = client.database(db_name);
+        let store = MongoStore {
+            client,
+            db,
+            history,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            service: String::new(),
+            stripes: (0..ingest::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    /// Name the service this process runs as (stable across restarts: host
+    /// and port), and drop the presence its previous run left behind: a
+    /// crash leaves its connections "online" until their heartbeat goes
+    /// stale; a restart of the same service clears them at once. The
+    /// process keeps a unique instance id of its own (events' `origin`).
+    pub async fn claim_instance(&mut self, service: &str) -> StoreResult<()> {
+        self.service = service.to_string();
+        let r = self
+            .coll("presence")
+            .delete_many(doc! {"service": service})
+            .await?;
+        if r.deleted_count > 0 {
+            tracing::info!(
+                removed = r.deleted_count,
+                "presence of the previous run removed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Drop presence of connections whose process died (no heartbeat).
+    async fn remove_stale_presence(&self) -> StoreResult<()> {
+        let r = self
+            .coll("presence")
+            .delete_many(doc! {"heartbeatAt": {"$lt": stale_cutoff()}})
+            .await?;
+        if r.deleted_count > 0 {
+            tracing::info!(
+                removed = r.deleted_count,
+                "stale presence from dead processes removed"
+            );
+        }
+        Ok(())
+    }
+
+    async fn ids(&self, filter: Document) -> StoreResult<Vec<String>> {
+        let docs: Vec<Document> = self
+            .coll("users")
+            .find(filter)
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
+            .collect())
+    }
+
+    async fn set_last_seen(&self, user: &str) -> StoreResult<()> {
+        self.coll("userState")
+            .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeen": dt(now_ms())}})
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Live connections of `user` on every instance, and when last seen.
+    async fn presence_of(&self, id: &str, state: &Document) -> StoreResult<Presence> {
+        let connections = self
+            .coll("presence")
+            .count_documents(doc! {"userId": id, "heartbeatAt": {"$gte": stale_cutoff()}})
+            .await? as u32;
+        let last_seen = state
+            .get_datetime("lastSeen")
+            .ok()
+            .map(|d| rfc3339_ms(d.timestamp_millis()));
+        Ok(Presence::new(connections, last_seen))
+    }
+
+    /// The records of the live legs bound to `id`.
+    async fn open_calls_of(&self, id: &str) -> StoreResult<Vec<CallRecord>> {
+        let docs: Vec<Document> = self
+            .coll("calls")
+            .find(doc! {"users": id, "ended": false})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| call_from_doc(d).ok())
+            .collect())
+    }
+
+    /// `seq` of the oldest event still held for `user`.
+    async fn oldest_seq(&self, user: &str) -> StoreResult<Option<u64>> {
+        let d = self
+            .coll("events")
+            .find_one(doc! {"userId": user})
+            .sort(doc! {"seq": 1})
+            .projection(doc! {"seq": 1})
+            .await?;
+        Ok(d.and_then(|d| d.get_i64("seq").ok()).map(|s| s as u64))
+    }
+}
+
+fn stale_cutoff() -> bson::DateTime {
+    dt(now_ms() - PRESENCE_STALE.as_millis() as i64)
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    async fn upsert_user(&self, user: User) -> StoreResult<User> {
+        let d = user_to_doc(&user)?;
+        self.coll("users")
+            .replace_one(doc! {"_id": &user.id}, d)
+            .upsert(true)
+            .await?;
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let d = self.coll("users").find_one(doc! {"_id": id}).await?;
+        Ok(d.and_then(user_from_doc))
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let r = self.coll("users").delete_one(doc! {"_id": id}).await?;
+        if r.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.coll("events").delete_many(doc! {"userId": id}).await?;
+        for coll in ["seqs", "userState"] {
+            self.coll(coll).delete_one(doc! {"_id": id}).await?;
+        }
+        self.coll("presence")
+            .delete_many(doc! {"userId": id})
+            .await?;
+        // Later events of their calls fall through to the other rules.
+        for coll in ["bindings", "calls"] {
+            self.coll(coll)
+                .update_many(doc! {"users": id}, doc! {"$pull": {"users": id}})
+                .await?;
+        }
+        self.coll("bindings")
+            .delete_many(doc! {"users": {"$size": 0}})
+            .await?;
+        Ok(true)
+    }
+
+    async fn revoke_tokens(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let r = self
+            .coll("users")
+            .update_one(doc! {"_id": id}, doc! {"$max": {"tokensRevokedAt": at}})
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    async fn users_by_phone(&self, e164: &str) -> StoreResult<Vec<String>> {
+        self.ids(doc! {"phoneNumbers": e164}).await
+    }
+
+    async fn users_by_connection(&self, connection_id: &str) -> StoreResult<Vec<String>> {
+        self.ids(doc! {"connectionIds": connection_id}).await
+    }
+
+    async fn users_by_roles(&self, roles: &[Role]) -> StoreResult<Vec<String>> {
+        let names: Vec<Bson> = roles.iter().filter_map(|r| bson::to_bson(r).ok()).collect();
+        self.ids(doc! {"role": {"$in": names}}).await
+    }
+
+    async fn all_user_ids(&self) -> StoreResult<Vec<String>> {
+        self.ids(doc! {}).await
+    }
+
+    async fn call_binding(&self, keys: &[String]) -> StoreResult<Option<Vec<String>>> {
+        for key in keys {
+            let d = self.coll("bindings").find_one(doc! {"_id": key}).await?;
+            if let Some(d) = d {
+                let users = d.get_array("users").map(|a| strings(a)).unwrap_or_default();
+                return Ok(Some(users));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome> {
+        self.ingest_in_transaction(&ingest).await
+    }
+
+    async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {
+        let docs: Vec<Document> = self
+            .coll("events")
+            .find(doc! {"userId": user, "seq": {"$gt": since as i64}})
+            .sort(doc! {"seq": 1})
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        let mut events = Vec::with_capacity(docs.len());
+        for d in &docs {
+            match event_from_doc(d) {
+                Ok(e) => events.push(e),
+                Err(e) => tracing::error!(user, error = %e, "events document skipped"),
+            }
+        }
+        let last = self.last_seq(user).await?;
+        // The oldest held is read only when it can matter.
+        let oldest = if since < last { self.oldest_seq(user).await? } else { None };
+        Ok(EventsPage {
+            events,
+            gap: history_gap(since, last, oldest),
+        })
+    }
+
+    async fn last_seq(&self, user: &str) -> StoreResult<u64> {
+        let d = self.coll("seqs").find_one(doc! {"_id": user}).await?;
+        Ok(d.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0).max(0) as u64)
+    }
+
+    async fn connection_opened(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        self.coll("presence")
+            .replace_one(
+                doc! {"_id": conn_id},
+                doc! {"userId": user, "instance": &self.instance, "service": &self.service, "heartbeatAt": dt(now_ms())},
+            )
+            .upsert(true)
+            .await?;
+        self.set_last_seen(user).await
+    }
+
+    async fn connection_closed(&self, user: &str, conn_id: &str) -> StoreResult<()> {
+        self.coll("presence")
+            .delete_one(doc! {"_id": conn_id})
+            .await?;
+        self.set_last_seen(user).await
+    }
+
+    async fn heartbeat(&self) -> StoreResult<()> {
+        self.coll("presence")
+            .update_many(
+                doc! {"instance": &self.instance},
+                doc! {"$set": {"heartbeatAt": dt(now_ms())}},
+            )
+            .await?;
+        self.remove_stale_presence().await
+    }
+
+    async fn set_status(&self, user: &str, status: Status) -> StoreResult<()> {
+        let s = bson::to_bson(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.coll("userState")
+            .update_one(doc! {"_id": user}, doc! {"$set": {"status": s}})
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>> {
+        let Some(user) = self.get_user(id).await? else {
+            return Ok(None);
+        };
+        let state = self
+            .coll("userState")
+            .find_one(doc! {"_id": id})
+            .await?
+            .unwrap_or_default();
+        let status = state
+            .get("status")
+            .and_then(|b| bson::from_bson::<Status>(b.clone()).ok())
+            .unwrap_or_default();
+        let presence = self.presence_of(id, &state).await?;
+        let calls = self.open_calls_of(id).await?;
+        Ok(Some(UserView::assemble(user, presence, status, &calls)))
+    }
+
+    async fn publish_control(&self, control: &Control) -> StoreResult<()> {
+        self.publish(control).await
+    }
+
+    fn feed(&self, shutdown: CancellationToken) -> Option<tokio::sync::mpsc::Receiver<FeedItem>> {
+        Some(self.start_feed(shutdown))
+    }
+}
