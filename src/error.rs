@@ -91,9 +91,18 @@ impl Reply for ApiError {
     }
 }
 
+/// An [`ApiError`] raised by a filter that guards several routes (the admin
+/// token check), carried as a warp rejection to [`recover`].
+#[derive(Debug)]
+pub struct Refused(pub ApiError);
+
+impl warp::reject::Reject for Refused {}
+
 /// Turn warp's own rejections (unknown path, wrong method, …) into JSON.
 pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Infallible> {
-    let resp = if rej.is_not_found() {
+    let resp = if let Some(Refused(e)) = rej.find::<Refused>() {
+        json_error(e.status(), e.code(), &e.public_message())
+    } else if rej.is_not_found() {
         json_error(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
     } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
         json_error(

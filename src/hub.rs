@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::close;
-use crate::domain::StoredEvent;
+use crate::domain::{Control, StoredEvent};
+use crate::store::FeedItem;
 
 /// Frames a session may have queued before it counts as a slow consumer.
 /// A dialer sees a handful of events per call; 1024 covers a burst of
@@ -227,21 +228,28 @@ impl Hub {
     }
 
     /// Apply what another instance stored or asked for.
-    pub fn apply_feed(&self, item: crate::store::FeedItem) {
-        use crate::domain::Control;
-        use crate::store::FeedItem;
+    pub fn apply_feed(&self, item: FeedItem) {
         match item {
             FeedItem::Events(events) => {
                 self.deliver(&events, None);
             }
-            FeedItem::Control(Control::CloseUser { user, code, reason }) => {
-                self.close_user(&user, code, &reason);
-            }
-            FeedItem::Control(Control::Broadcast { users, frame }) => {
-                self.broadcast(users.as_deref(), frame.into());
+            FeedItem::Control(control) => {
+                self.apply_control(&control);
             }
             FeedItem::Resync => {
                 self.resync_all();
+            }
+        }
+    }
+
+    /// Apply an admin action to this instance's sessions, whether it came
+    /// from this instance's admin API or from another's. Returns how many
+    /// sessions it reached (closed, or queued the message).
+    pub fn apply_control(&self, control: &Control) -> usize {
+        match control {
+            Control::CloseUser { user, code, reason } => self.close_user(user, *code, reason),
+            Control::Broadcast { users, frame } => {
+                self.broadcast(users.as_deref(), Utf8Bytes::from(frame.clone()))
             }
         }
     }

@@ -7,6 +7,7 @@
 //! → sessions ([`session`]). [`server::run`] takes an already-bound listener
 //! and a shutdown future, so tests start the real server on port 0.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;

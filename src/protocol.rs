@@ -12,12 +12,21 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The subprotocol a client may offer; answered whenever offered.
 pub const SUBPROTOCOL: &str = "callbridge.v1";
 
-/// Close codes (contract §4 table).
+/// Every close code the server sends (contract §4 table, plus the
+/// standard ones it names for conditions the table leaves open).
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation by the client (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Never sent: recorded in logs when the peer vanished without a close.
+    pub const ABNORMAL: u16 = 1006;
+    /// A text frame that is not UTF-8 (RFC 6455).
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The store did not answer during authentication or replay: retry.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const REVOKED: u16 = 4003;
     pub const TOO_MANY_CONNECTIONS: u16 = 4008;

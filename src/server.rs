@@ -31,37 +31,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for in-flight webhooks and sockets to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Takes hyper's upgrade handle out of a WebSocket upgrade request before
-/// warp routes it, so the `/ws` route can finish the upgrade itself with
-/// its own buffer sizes (see `session::READ_BUFFER`).
-#[derive(Clone)]
-struct CaptureUpgrade<S>(S);
-
-impl<S> tower_service::Service<hyper::Request<hyper::body::Incoming>> for CaptureUpgrade<S>
-where
-    S: tower_service::Service<hyper::Request<hyper::body::Incoming>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        if crate::session::wants_websocket(&req) {
-            let on = hyper::upgrade::on(&mut req);
-            req.extensions_mut()
-                .insert(crate::session::PendingUpgrade::new(on));
-        }
-        self.0.call(req)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -247,7 +216,7 @@ pub async fn serve(
                 let mut conn = std::pin::pin!(builder
                     .serve_connection(
                         TokioIo::new(tls),
-                        TowerToHyperService::new(CaptureUpgrade(service)),
+                        TowerToHyperService::new(service),
                     )
                     .with_upgrades());
                 // On shutdown an idle keep-alive connection closes at once and

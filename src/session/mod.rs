@@ -8,6 +8,8 @@
 //! replay racing live delivery) makes it read the missing ones from the
 //! store first.
 
+pub mod handshake;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,29 +60,6 @@ const WRITE_BUFFER: usize = 0;
 /// A blocked socket errors instead of growing its buffer without bound.
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
-/// The hyper upgrade of a request, captured before warp routes it (see
-/// `server::CaptureUpgrade`), taken by the `/ws` route.
-#[derive(Clone, Default)]
-pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<OnUpgrade>>>);
-
-impl PendingUpgrade {
-    pub fn new(on: OnUpgrade) -> Self {
-        PendingUpgrade(Arc::new(std::sync::Mutex::new(Some(on))))
-    }
-
-    pub fn take(&self) -> Option<OnUpgrade> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-/// Does this request ask for a WebSocket upgrade?
-pub fn wants_websocket<B>(req: &hyper::Request<B>) -> bool {
-    req.headers()
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
 pub fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -112,12 +91,18 @@ pub struct UpgradeInfo {
     pub since: Option<u64>,
 }
 
-/// Why the session ends: the close frame we send (if any).
-struct CloseWith(u16, String);
+/// Why a session ends.
+enum End {
+    /// The peer is gone (connection closed, a write failed or made no
+    /// progress): there is nobody to send a close frame to.
+    PeerGone,
+    /// Send this close frame (a code of `protocol::close`), then close.
+    Close(u16, String),
+}
 
-impl CloseWith {
-    fn new(code: u16, reason: &str) -> Self {
-        CloseWith(code, reason.to_string())
+impl End {
+    fn close(code: u16, reason: &str) -> Self {
+        End::Close(code, reason.to_string())
     }
 }
 
@@ -219,7 +204,7 @@ struct Session {
 }
 
 impl Session {
-    async fn lifecycle(&mut self, gauges: &mut Gauges<'_>) -> Option<CloseWith> {
+    async fn lifecycle(&mut self, gauges: &mut Gauges<'_>) -> End {
         let app = self.app.clone();
         let token = match self.info_token_or_wait().await {
             Ok(t) => t,
@@ -227,7 +212,7 @@ impl Session {
         };
         let (claims, user) = match self.authenticate(&token).await {
             Ok(ok) => ok,
-            Err(end) => return Some(end),
+            Err(end) => return end,
         };
         self.user = claims.sub.clone();
         tracing::Span::current().record("user", self.user.as_str());
@@ -245,10 +230,10 @@ impl Session {
         ) {
             Ok(r) => r,
             Err(_) => {
-                return Some(CloseWith::new(
+                return End::close(
                     close::TOO_MANY_CONNECTIONS,
                     "too many connections for this user",
-                ))
+                )
             }
         };
         gauges.authenticated = true;
@@ -271,7 +256,7 @@ impl Session {
     }
 
     /// The token from the upgrade, or from an `auth` message within the timeout.
-    async fn info_token_or_wait(&mut self) -> Result<String, Option<CloseWith>> {
+    async fn info_token_or_wait(&mut self) -> Result<String, End> {
         if let Some(t) = self.info.token.take() {
             return Ok(t);
         }
@@ -285,25 +270,25 @@ impl Session {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    return Err(Some(CloseWith::new(close::GOING_AWAY, "server shutting down")));
+                    return Err(End::close(close::GOING_AWAY, "server shutting down"));
                 }
                 _ = sleep_until(deadline) => {
-                    return Err(Some(CloseWith::new(close::AUTH_TIMEOUT, "no auth message in time")));
+                    return Err(End::close(close::AUTH_TIMEOUT, "no auth message in time"));
                 }
                 frame = self.stream.next() => {
                     let msg = match frame {
-                        None => return Err(None),
+                        None => return Err(End::PeerGone),
                         Some(Err(e)) => return Err(read_error_close(&e)),
                         Some(Ok(m)) => m,
                     };
                     if msg.is_close() {
-                        return Err(Some(CloseWith::new(close::NORMAL, "")));
+                        return Err(End::close(close::NORMAL, ""));
                     }
                     if !msg.is_text() && !msg.is_binary() {
                         continue;
                     }
                     if !self.rate.allow() {
-                        return Err(Some(CloseWith::new(close::RATE_LIMITED, "message rate limit exceeded")));
+                        return Err(End::close(close::RATE_LIMITED, "message rate limit exceeded"));
                     }
                     // Before authentication every other message is ignored.
                     if let Ok(ClientMessage::Auth { token }) =
@@ -316,17 +301,17 @@ impl Session {
         }
     }
 
-    async fn authenticate(&mut self, token: &str) -> Result<(Claims, User), CloseWith> {
+    async fn authenticate(&mut self, token: &str) -> Result<(Claims, User), End> {
         match authenticate(&self.app, token).await {
             Ok(ok) => Ok(ok),
             Err(AuthFail::Auth(e)) => {
                 self.app.metrics.auth_failed(e.reason());
                 tracing::info!(reason = e.reason(), "authentication refused");
-                Err(CloseWith::new(close::POLICY, &e.to_string()))
+                Err(End::close(close::POLICY, &e.to_string()))
             }
             Err(AuthFail::Store(e)) => {
                 tracing::warn!(error = %e, "authentication could not reach the store");
-                Err(CloseWith::new(1013, "store unavailable, retry later"))
+                Err(End::close(close::TRY_AGAIN_LATER, "store unavailable, retry later"))
             }
         }
     }
@@ -337,11 +322,11 @@ impl Session {
         user: User,
         mut rx: mpsc::Receiver<Outbound>,
         close_signal: Arc<CloseSignal>,
-    ) -> Option<CloseWith> {
+    ) -> End {
         let app = self.app.clone();
         let last_seq = match self.store(app.store.last_seq(&self.user)).await {
             Ok(n) => n,
-            Err(e) => return Some(store_close(&e)),
+            Err(e) => return store_close(&e),
         };
         self.last_sent = last_seq;
         let connected = ServerMessage::Connected(Connected {
@@ -378,18 +363,18 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    return Some(CloseWith::new(close::GOING_AWAY, "server shutting down"));
+                    return End::close(close::GOING_AWAY, "server shutting down");
                 }
                 (code, reason) = close_signal.wait() => {
-                    return Some(CloseWith(code, reason));
+                    return End::Close(code, reason);
                 }
                 _ = &mut expiry => {
-                    return Some(CloseWith::new(close::TOKEN_EXPIRED, "token expired"));
+                    return End::close(close::TOKEN_EXPIRED, "token expired");
                 }
                 frame = self.stream.next() => {
                     last_heard = Instant::now();
                     let msg = match frame {
-                        None => return None,
+                        None => return End::PeerGone,
                         Some(Err(e)) => return read_error_close(&e),
                         Some(Ok(m)) => m,
                     };
@@ -400,7 +385,9 @@ impl Session {
                 }
                 out = rx.recv() => {
                     // The hub holds the sender while we are registered.
-                    let out = out?;
+                    let Some(out) = out else {
+                        return End::PeerGone;
+                    };
                     // Writes give way to a close request (see `send`).
                     if let Err(end) = self.on_outbound(out).await {
                         return end;
@@ -408,7 +395,7 @@ impl Session {
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
-                        return Some(CloseWith::new(close::NORMAL, "no answer to pings"));
+                        return End::close(close::NORMAL, "no answer to pings");
                     }
                     if let Err(end) = self.send(Message::Ping(Default::default())).await {
                         return end;
@@ -422,18 +409,18 @@ impl Session {
         &mut self,
         msg: Message,
         expiry: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
-    ) -> Result<(), Option<CloseWith>> {
+    ) -> Result<(), End> {
         if msg.is_close() {
-            return Err(Some(CloseWith::new(close::NORMAL, "")));
+            return Err(End::close(close::NORMAL, ""));
         }
         if msg.is_ping() || msg.is_pong() {
             return Ok(());
         }
         if !self.rate.allow() {
-            return Err(Some(CloseWith::new(
+            return Err(End::close(
                 close::RATE_LIMITED,
                 "message rate limit exceeded",
-            )));
+            ));
         }
         let parsed = if msg.is_binary() {
             Err("binary frames are not supported; send JSON text".to_string())
@@ -457,13 +444,13 @@ impl Session {
                 self.send_text(pong.to_frame()).await
             }
             ClientMessage::Auth { token } => {
-                let (claims, _) = self.authenticate(&token).await.map_err(Some)?;
+                let (claims, _) = self.authenticate(&token).await?;
                 if claims.sub != self.user {
                     self.app.metrics.auth_failed(AuthError::WrongUser.reason());
-                    return Err(Some(CloseWith::new(
+                    return Err(End::close(
                         close::POLICY,
                         &AuthError::WrongUser.to_string(),
-                    )));
+                    ));
                 }
                 expiry.as_mut().reset(expiry_instant(claims.exp));
                 tracing::info!("token refreshed");
@@ -491,7 +478,7 @@ impl Session {
         }
     }
 
-    async fn on_outbound(&mut self, out: Outbound) -> Result<(), Option<CloseWith>> {
+    async fn on_outbound(&mut self, out: Outbound) -> Result<(), End> {
         match out {
             Outbound::Message(frame) => self.send_text(frame).await,
             Outbound::Resync => self.fill_to(u64::MAX).await,
@@ -522,7 +509,7 @@ impl Session {
     }
 
     /// Write stored events after `last_sent` up to `upto - 1` (the live one follows).
-    async fn fill_to(&mut self, upto: u64) -> Result<(), Option<CloseWith>> {
+    async fn fill_to(&mut self, upto: u64) -> Result<(), End> {
         let app = self.app.clone();
         while self.last_sent + 1 < upto {
             let page = self
@@ -531,7 +518,7 @@ impl Session {
                         .events_since(&self.user, self.last_sent, REPLAY_PAGE),
                 )
                 .await
-                .map_err(|e| Some(store_close(&e)))?;
+                .map_err(|e| store_close(&e))?;
             if page.events.is_empty() {
                 break;
             }
@@ -546,7 +533,7 @@ impl Session {
     }
 
     /// Replay every stored event after `since`, then `resumed`.
-    async fn replay(&mut self, since: u64) -> Result<(), Option<CloseWith>> {
+    async fn replay(&mut self, since: u64) -> Result<(), End> {
         let app = self.app.clone();
         let mut cursor = since;
         let mut replayed = false;
@@ -555,7 +542,7 @@ impl Session {
             let page = self
                 .store(app.store.events_since(&self.user, cursor, REPLAY_PAGE))
                 .await
-                .map_err(|e| Some(store_close(&e)))?;
+                .map_err(|e| store_close(&e))?;
             gap.get_or_insert(page.gap);
             let n = page.events.len();
             for ev in &page.events {
@@ -570,7 +557,7 @@ impl Session {
         let last = self
             .store(app.store.last_seq(&self.user))
             .await
-            .map_err(|e| Some(store_close(&e)))?;
+            .map_err(|e| store_close(&e))?;
         let resumed = ServerMessage::Resumed {
             from: since,
             // The last seq the client now holds: the last one replayed, or
@@ -583,15 +570,15 @@ impl Session {
         self.send_text(resumed.to_frame()).await
     }
 
-    async fn snapshot(&mut self) -> Result<(), Option<CloseWith>> {
+    async fn snapshot(&mut self) -> Result<(), End> {
         let app = self.app.clone();
         let view = self
             .store(app.store.user_view(&self.user))
             .await
-            .map_err(|e| Some(store_close(&e)))?;
+            .map_err(|e| store_close(&e))?;
         let Some(view) = view else {
             // Deleted between authentication and now.
-            return Err(Some(CloseWith::new(close::REVOKED, "user deleted")));
+            return Err(End::close(close::REVOKED, "user deleted"));
         };
         let msg = ServerMessage::Snapshot(Snapshot {
             status: view.status,
@@ -600,7 +587,7 @@ impl Session {
         self.send_text(msg.to_frame()).await
     }
 
-    async fn send_event(&mut self, ev: &StoredEvent) -> Result<(), Option<CloseWith>> {
+    async fn send_event(&mut self, ev: &StoredEvent) -> Result<(), End> {
         self.send_text(crate::protocol::event_frame(ev)).await?;
         if ev.seq > self.last_sent {
             self.last_sent = ev.seq;
@@ -609,16 +596,16 @@ impl Session {
         Ok(())
     }
 
-    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Option<CloseWith>> {
+    async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), End> {
         self.send(Message::Text(text.into())).await
     }
 
-    /// Write one frame. `Err(None)`: the peer is gone (error or no progress
+    /// Write one frame. `Err(End::PeerGone)`: the peer is gone (error or no progress
     /// for `WRITE_TIMEOUT`); `Err(Some(..))`: a close was requested (by the
     /// hub or shutdown) while the write was blocked — a client that stopped
     /// reading is closed promptly, whether it is being replayed history or
     /// sent live events.
-    async fn send(&mut self, msg: Message) -> Result<(), Option<CloseWith>> {
+    async fn send(&mut self, msg: Message) -> Result<(), End> {
         let close = self.close.clone();
         let shutdown = self.app.shutdown.clone();
         tokio::select! {
@@ -626,16 +613,16 @@ impl Session {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "write failed");
-                    Err(None)
+                    Err(End::PeerGone)
                 }
                 Err(_) => {
                     tracing::info!("write timed out; dropping connection");
-                    Err(None)
+                    Err(End::PeerGone)
                 }
             },
-            (code, reason) = close.wait() => Err(Some(CloseWith(code, reason))),
+            (code, reason) = close.wait() => Err(End::Close(code, reason)),
             _ = shutdown.cancelled() => {
-                Err(Some(CloseWith::new(close::GOING_AWAY, "server shutting down")))
+                Err(End::close(close::GOING_AWAY, "server shutting down"))
             }
         }
     }
@@ -647,9 +634,9 @@ impl Session {
         bounded(self.app.config.store_timeout, fut).await
     }
 
-    async fn finish(&mut self, end: Option<CloseWith>) {
+    async fn finish(&mut self, end: End) {
         let code = match end {
-            Some(CloseWith(code, reason)) => {
+            End::Close(code, reason) => {
                 // Close reasons are at most 123 bytes (RFC 6455 §5.5).
                 let reason: String = reason.chars().take(120).collect();
                 let frame = Message::Close(Some(CloseFrame {
@@ -660,7 +647,7 @@ impl Session {
                 self.app.metrics.closed(code);
                 code
             }
-            None => 1006,
+            End::PeerGone => close::ABNORMAL,
         };
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.sink.close()).await;
         tracing::info!(code, "connection closed");
@@ -693,21 +680,21 @@ fn expiry_instant(exp: i64) -> TokioInstant {
     TokioInstant::now() + Duration::from_secs(left.max(0) as u64)
 }
 
-fn store_close(e: &StoreError) -> CloseWith {
+fn store_close(e: &StoreError) -> End {
     tracing::warn!(error = %e, "store failed during session");
-    CloseWith::new(1013, "store unavailable, retry later")
+    End::close(close::TRY_AGAIN_LATER, "store unavailable, retry later")
 }
 
 /// A read error: too-large messages close with 1009, the rest just end.
-fn read_error_close(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseWith> {
+fn read_error_close(e: &tokio_tungstenite::tungstenite::Error) -> End {
     use tokio_tungstenite::tungstenite::Error;
     match e {
-        Error::Capacity(_) => Some(CloseWith::new(close::TOO_BIG, "message too large")),
-        Error::Protocol(_) => Some(CloseWith::new(1002, "protocol error")),
-        Error::Utf8(_) => Some(CloseWith::new(1007, "text frame is not UTF-8")),
+        Error::Capacity(_) => End::close(close::TOO_BIG, "message too large"),
+        Error::Protocol(_) => End::close(close::PROTOCOL_ERROR, "protocol error"),
+        Error::Utf8(_) => End::close(close::INVALID_DATA, "text frame is not UTF-8"),
         _ => {
             tracing::debug!(error = %e, "read failed");
-            None
+            End::PeerGone
         }
     }
 }
