@@ -2,14 +2,18 @@
 //! upgrades) through the warp routes, and shut everything down on one signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::App;
@@ -151,93 +155,132 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening (https and wss)");
     }
-    // Shutdown starts with readiness turning 503 (and STOPPING=1); the
-    // listener keeps serving for `shutdown_drain` so a load balancer can
-    // notice, then closes.
-    let shutdown = async {
-        tokio::select! {
-            _ = shutdown => {},
-            _ = app.shutdown.cancelled() => {},
-        }
-        tracing::info!("shutting down");
-        crate::systemd::notify_stopping();
-        app.start_draining();
-        tokio::time::sleep(app.config.shutdown_drain).await;
-    };
+    let shutdown = drain(&app, shutdown);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = connections.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer, permit)) = accept(&listener, &connections, &mut shutdown).await {
         let acceptor = acceptor.clone();
         let service = service.clone();
         let handshakes = handshakes.clone();
         let handshake_timeout = app.config.handshake_timeout;
         let shutdown = app.shutdown.clone();
-        let span = tracing::debug_span!("conn", %peer);
         app.tracker.spawn(
             async move {
                 let _permit = permit;
-                let tls = {
-                    let Ok(_slot) = handshakes.acquire().await else {
-                        return;
-                    };
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake timed out");
-                            return;
-                        }
-                    }
+                let Some(tls) =
+                    tls_handshake(&acceptor, tcp, &handshakes, handshake_timeout).await
+                else {
+                    return;
                 };
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
-                let mut conn = std::pin::pin!(builder
-                    .serve_connection(
-                        TokioIo::new(tls),
-                        TowerToHyperService::new(service),
-                    )
-                    .with_upgrades());
-                // On shutdown an idle keep-alive connection closes at once and
-                // one with a request in flight closes after its response.
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
+                serve_http(tls, service, shutdown).await;
             }
-            .instrument(span),
+            .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
+    stop(listener, &app).await;
+}
 
-    // Shutdown: readiness first, then stop accepting, then let in-flight
-    // requests finish and sessions send 1001, all bounded.
+/// Resolves when shutdown starts, after draining: readiness turns 503 (and
+/// STOPPING=1 goes out) at once; the listener keeps serving for
+/// `shutdown_drain` so a load balancer can notice, then closes.
+async fn drain(app: &App, shutdown: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = shutdown => {},
+        _ = app.shutdown.cancelled() => {},
+    }
+    tracing::info!("shutting down");
+    crate::systemd::notify_stopping();
+    app.start_draining();
+    tokio::time::sleep(app.config.shutdown_drain).await;
+}
+
+/// The next TCP connection with its slot among `MAX_CONNECTIONS`, or `None`
+/// once `shutdown` resolved.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            p = connections.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, peer, permit));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// TLS within `timeout`, at most `MAX_HANDSHAKES` at once.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    handshakes: &Semaphore,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    let _slot = handshakes.acquire().await.ok()?;
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 with upgrades on one TLS connection until it ends. On shutdown
+/// an idle keep-alive connection closes at once and one with a request in
+/// flight closes after its response.
+async fn serve_http<S, B>(tls: TlsStream<TcpStream>, service: S, shutdown: CancellationToken)
+where
+    S: tower_service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    let mut conn = std::pin::pin!(builder
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+        .with_upgrades());
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Shutdown: readiness went first (see `drain`); now stop accepting, then
+/// let in-flight requests finish and sessions send 1001, all bounded.
+async fn stop(listener: TcpListener, app: &App) {
     tracing::info!("stopped accepting");
     drop(listener);
     app.shutdown.cancel();

@@ -21,6 +21,13 @@ use crate::store::StoreError;
 /// Largest webhook body accepted (contract §3: 413 above 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// The ingest task may outlive the answer (Telnyx hung up, or the store was
+/// slow and Telnyx got 503), so that a retry finds the event stored; but
+/// not forever: after 4 × the store timeout (20 s by default: past a
+/// replica set's election, ~10-12 s) it gives up, so a hung store cannot
+/// pile up tasks across Telnyx's retries.
+const INGEST_TASK_FACTOR: u32 = 4;
+
 #[derive(Debug, Serialize)]
 pub struct Ack {
     pub ok: bool,
@@ -55,10 +62,17 @@ pub async fn handle(
     // mid-request, the event is still stored and delivered (it will be
     // answered `duplicate` on the retry) instead of being cut off between
     // the store and the hub.
-    let task = app
-        .tracker
-        .spawn(process(app.clone(), ev, received).instrument(span.clone()));
     let limit = app.config.store_timeout;
+    let task_limit = limit * INGEST_TASK_FACTOR;
+    let ingest = process(app.clone(), ev, received);
+    let task = app.tracker.spawn(
+        async move {
+            tokio::time::timeout(task_limit, ingest)
+                .await
+                .unwrap_or(Err(ApiError::Store(StoreError::Timeout(task_limit))))
+        }
+        .instrument(span.clone()),
+    );
     let result = match tokio::time::timeout(limit, task).await {
         Ok(Ok(r)) => r,
         Ok(Err(join)) => Err(ApiError::Store(StoreError::Unavailable(format!(

@@ -320,87 +320,87 @@ impl Session {
         &mut self,
         claims: Claims,
         user: User,
-        mut rx: mpsc::Receiver<Outbound>,
+        rx: mpsc::Receiver<Outbound>,
         close_signal: Arc<CloseSignal>,
     ) -> End {
+        let exp = claims.exp;
+        if let Err(end) = self.greet(claims, user).await {
+            return end;
+        }
+        self.live(exp, rx, close_signal).await
+    }
+
+    /// `connected`, the replay after `since` when asked, then `snapshot`.
+    async fn greet(&mut self, claims: Claims, user: User) -> Result<(), End> {
         let app = self.app.clone();
-        let last_seq = match self.store(app.store.last_seq(&self.user)).await {
-            Ok(n) => n,
-            Err(e) => return store_close(&e),
-        };
+        let last_seq = self
+            .store(app.store.last_seq(&self.user))
+            .await
+            .map_err(|e| store_close(&e))?;
         self.last_sent = last_seq;
         let connected = ServerMessage::Connected(Connected {
             client_id: self.conn_id.clone(),
             user: claims
                 .email
-                .clone()
-                .or(user.email.clone())
+                .or(user.email)
                 .unwrap_or_else(|| self.user.clone()),
             user_id: self.user.clone(),
             protocol: PROTOCOL_VERSION,
             heartbeat_secs: app.config.ping_interval.as_secs(),
             last_seq,
         });
-        if let Err(end) = self.send_text(connected.to_frame()).await {
-            return end;
+        self.send_text(connected.to_frame()).await?;
+        if let Some(since) = self.info.since.take() {
+            self.replay(since).await?;
         }
-        let since = self.info.since.take();
-        if let Some(since) = since {
-            if let Err(end) = self.replay(since).await {
-                return end;
-            }
-        }
-        if let Err(end) = self.snapshot().await {
-            return end;
-        }
+        self.snapshot().await
+    }
 
-        let mut expiry = Box::pin(sleep_until(expiry_instant(claims.exp)));
-        let ping_every = app.config.ping_interval;
+    /// The live phase: one `select!` over shutdown, close requests, token
+    /// expiry, the client's frames, the hub's queue and the ping timer.
+    async fn live(
+        &mut self,
+        exp: i64,
+        mut rx: mpsc::Receiver<Outbound>,
+        close_signal: Arc<CloseSignal>,
+    ) -> End {
+        let mut expiry = Box::pin(sleep_until(expiry_instant(exp)));
+        let ping_every = self.app.config.ping_interval;
         let mut ping = tokio::time::interval_at(TokioInstant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
-        let shutdown = app.shutdown.clone();
+        let shutdown = self.app.shutdown.clone();
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    return End::close(close::GOING_AWAY, "server shutting down");
+                    Err(End::close(close::GOING_AWAY, "server shutting down"))
                 }
-                (code, reason) = close_signal.wait() => {
-                    return End::Close(code, reason);
-                }
-                _ = &mut expiry => {
-                    return End::close(close::TOKEN_EXPIRED, "token expired");
-                }
+                (code, reason) = close_signal.wait() => Err(End::Close(code, reason)),
+                _ = &mut expiry => Err(End::close(close::TOKEN_EXPIRED, "token expired")),
                 frame = self.stream.next() => {
                     last_heard = Instant::now();
-                    let msg = match frame {
-                        None => return End::PeerGone,
-                        Some(Err(e)) => return read_error_close(&e),
-                        Some(Ok(m)) => m,
-                    };
-                    match self.on_client_frame(msg, &mut expiry).await {
-                        Ok(()) => {}
-                        Err(end) => return end,
+                    match frame {
+                        None => Err(End::PeerGone),
+                        Some(Err(e)) => Err(read_error_close(&e)),
+                        Some(Ok(msg)) => self.on_client_frame(msg, &mut expiry).await,
                     }
                 }
-                out = rx.recv() => {
-                    // The hub holds the sender while we are registered.
-                    let Some(out) = out else {
-                        return End::PeerGone;
-                    };
-                    // Writes give way to a close request (see `send`).
-                    if let Err(end) = self.on_outbound(out).await {
-                        return end;
-                    }
-                }
+                // The hub holds the sender while we are registered. Writes
+                // give way to a close request (see `send`).
+                out = rx.recv() => match out {
+                    None => Err(End::PeerGone),
+                    Some(out) => self.on_outbound(out).await,
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
-                        return End::close(close::NORMAL, "no answer to pings");
-                    }
-                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
-                        return end;
+                        Err(End::close(close::NORMAL, "no answer to pings"))
+                    } else {
+                        self.send(Message::Ping(Default::default())).await
                     }
                 }
+            };
+            if let Err(end) = step {
+                return end;
             }
         }
     }
