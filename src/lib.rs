@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod hub;
+pub mod jwt;
 pub mod metrics;
 pub mod normalize;
 pub mod protocol;
