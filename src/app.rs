@@ -33,10 +33,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
-        let auth = Authenticator::new(&config)?;
+    /// Everything in `config` was parsed and checked when it was loaded, so
+    /// this cannot fail.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
+        let auth = Authenticator::new(&config.jwt);
         let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
-        Ok(Arc::new(App {
+        Arc::new(App {
             config,
             store,
             hub: Hub::new(),
@@ -47,7 +49,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
-        }))
+        })
     }
 
     pub fn uptime_secs(&self) -> u64 {

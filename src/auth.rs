@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, JwtKey};
+use crate::jwt::JwtSettings;
 
 /// Clock skew tolerated on `exp` (contract §4: at most 5 seconds).
 pub const LEEWAY_SECS: u64 = 5;
@@ -62,43 +62,27 @@ pub struct Authenticator {
     validation: Validation,
 }
 
-/// Parse a PEM public key, trying each supported type.
-pub fn decoding_key_from_pem(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
-    let b = pem.as_bytes();
-    if let Ok(k) = DecodingKey::from_ed_pem(b) {
-        return Ok((k, Algorithm::EdDSA));
-    }
-    if let Ok(k) = DecodingKey::from_ec_pem(b) {
-        return Ok((k, Algorithm::ES256));
-    }
-    if let Ok(k) = DecodingKey::from_rsa_pem(b) {
-        return Ok((k, Algorithm::RS256));
-    }
-    Err("not a PEM RSA, EC (P-256) or Ed25519 public key".into())
-}
-
 impl Authenticator {
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let (key, alg) = match &config.jwt_key {
-            JwtKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256),
-            JwtKey::PublicPem(pem) => decoding_key_from_pem(pem)?,
-        };
+    /// A verifier for the configured key, issuer and audience. The key was
+    /// parsed and checked with the configuration, so this cannot fail.
+    pub fn new(settings: &JwtSettings) -> Self {
+        let (key, alg) = settings.key.decoding();
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         let mut required = vec!["exp", "sub"];
-        if let Some(iss) = &config.jwt_issuer {
+        if let Some(iss) = &settings.issuer {
             validation.set_issuer(&[iss]);
             required.push("iss");
         }
-        if let Some(aud) = &config.jwt_audience {
+        if let Some(aud) = &settings.audience {
             validation.set_audience(&[aud]);
             required.push("aud");
         } else {
             validation.validate_aud = false;
         }
         validation.set_required_spec_claims(&required);
-        Ok(Authenticator { key, validation })
+        Authenticator { key, validation }
     }
 
     /// Check signature, algorithm, expiry (with leeway), issuer and audience.
@@ -146,23 +130,21 @@ pub fn mint(
 mod tests {
     use super::*;
     use crate::clock::now_secs;
-    use crate::config::{Config, Sources};
+    use crate::jwt::JwtKey;
 
-    fn config(extra: &[(&str, &str)]) -> Config {
-        let key = crate::config::b64(&[1u8; 32]);
-        let mut pairs = vec![
-            ("CALLBRIDGE_TLS_CERT", "c"),
-            ("CALLBRIDGE_TLS_KEY", "k"),
-            ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key.as_str()),
-            ("CALLBRIDGE_JWT_SECRET", "a-very-long-test-secret"),
-        ];
-        pairs.extend_from_slice(extra);
-        Config::from_sources(&Sources::from_pairs(pairs), false, None).unwrap()
+    const SECRET: &[u8] = b"a-very-long-test-secret";
+
+    fn with_secret(issuer: Option<&str>, audience: Option<&str>) -> Authenticator {
+        Authenticator::new(&JwtSettings {
+            key: JwtKey::Secret(SECRET.to_vec()),
+            issuer: issuer.map(Into::into),
+            audience: audience.map(Into::into),
+        })
     }
 
     #[test]
     fn hs256_round_trip_and_failures() {
-        let a = Authenticator::new(&config(&[])).unwrap();
+        let a = with_secret(None, None);
         let now = now_secs();
         let t = mint(b"a-very-long-test-secret", "u1", Some("a@x"), 60, now).unwrap();
         let c = a.decode(&t).unwrap();
@@ -183,11 +165,7 @@ mod tests {
 
     #[test]
     fn issuer_and_audience_are_required_when_configured() {
-        let a = Authenticator::new(&config(&[
-            ("CALLBRIDGE_JWT_ISSUER", "dialer-backend"),
-            ("CALLBRIDGE_JWT_AUDIENCE", "callbridge"),
-        ]))
-        .unwrap();
+        let a = with_secret(Some("dialer-backend"), Some("callbridge"));
         let now = now_secs();
         let key = EncodingKey::from_secret(b"a-very-long-test-secret");
         let mk = |iss: Option<&str>, aud: Option<&str>| {
@@ -220,21 +198,18 @@ mod tests {
 
     #[test]
     fn alg_none_and_hs_with_public_key_confusion_refused() {
-        let a = Authenticator::new(&config(&[])).unwrap();
+        let a = with_secret(None, None);
         // {"alg":"none"} header, valid-looking claims, empty signature.
         let forged = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert_eq!(a.decode(forged).unwrap_err(), AuthError::Invalid);
     }
 
-    fn config_with_pem(pem: &str) -> Config {
-        let key = crate::config::b64(&[1u8; 32]);
-        let pairs = vec![
-            ("CALLBRIDGE_TLS_CERT", "c"),
-            ("CALLBRIDGE_TLS_KEY", "k"),
-            ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key.as_str()),
-            ("CALLBRIDGE_JWT_PUBLIC_KEY", pem),
-        ];
-        Config::from_sources(&Sources::from_pairs(pairs), false, None).unwrap()
+    fn with_public_pem(pem: &str) -> Authenticator {
+        Authenticator::new(&JwtSettings {
+            key: JwtKey::from_public_pem(pem).unwrap(),
+            issuer: None,
+            audience: None,
+        })
     }
 
     fn claims(sub: &str, ttl: i64) -> Claims {
@@ -255,7 +230,7 @@ mod tests {
     fn check_public_key_alg(alg: Algorithm, make: impl Fn() -> (EncodingKey, String)) {
         let (private, public_pem) = make();
         let (other_private, _) = make();
-        let a = Authenticator::new(&config_with_pem(&public_pem)).unwrap();
+        let a = with_public_pem(&public_pem);
         let good = jsonwebtoken::encode(&Header::new(alg), &claims("u1", 60), &private).unwrap();
         assert_eq!(a.decode(&good).unwrap().sub, "u1");
         let forged =
@@ -304,41 +279,5 @@ mod tests {
                 kp.public_key_pem(),
             )
         });
-    }
-
-    #[test]
-    fn public_key_from_file_path_and_bad_pem() {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwt.pub.pem");
-        std::fs::write(&path, kp.public_key_pem()).unwrap();
-        let a = Authenticator::new(&config_with_pem(path.to_str().unwrap())).unwrap();
-        let t = jsonwebtoken::encode(
-            &Header::new(Algorithm::ES256),
-            &claims("u2", 60),
-            &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(a.decode(&t).unwrap().sub, "u2");
-
-        let key = crate::config::b64(&[1u8; 32]);
-        let bad = Config::from_sources(
-            &Sources::from_pairs(vec![
-                ("CALLBRIDGE_TLS_CERT", "c"),
-                ("CALLBRIDGE_TLS_KEY", "k"),
-                ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key.as_str()),
-                (
-                    "CALLBRIDGE_JWT_PUBLIC_KEY",
-                    "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
-                ),
-            ]),
-            false,
-            None,
-        )
-        .unwrap_err();
-        assert!(
-            bad.to_string().contains("CALLBRIDGE_JWT_PUBLIC_KEY"),
-            "{bad}"
-        );
     }
 }

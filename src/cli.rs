@@ -1,5 +1,6 @@
 //! The `callbridge` command line (contract §1). Exit codes: 0 success, 2 bad
-//! usage or invalid configuration, 1 runtime failure.
+//! usage or invalid configuration, 1 runtime failure. Every command returns
+//! `Result<(), CliError>`; [`main`] prints the error and picks the exit code.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,13 +11,73 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::{Config, ConfigErrors, DevDefaults, JwtKey, LogFormat, Sources};
+use crate::config::{Config, ConfigErrors, DevDefaults, LogFormat, Sources};
 use crate::dev::{self, DevFiles};
+use crate::jwt::JwtKey;
 use crate::telnyx::{Signer, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
+/// Success (for `serve`: after a graceful shutdown).
 pub const EXIT_OK: i32 = 0;
+/// Runtime failure: the store, the network, the peer.
 pub const EXIT_RUNTIME: i32 = 1;
+/// Bad usage or invalid configuration.
 pub const EXIT_USAGE: i32 = 2;
+
+/// Why a command failed. The variant decides the exit code; [`CliError::report`]
+/// prints it (on stderr, one `error: …` line per problem).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad argument, or a configuration that is not usable: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Every problem found in the configuration: exit 2.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Something failed while running: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// `listen`: the server closed the connection other than normally, or
+    /// it ended without a close frame: exit 1.
+    #[error("closed: {0}")]
+    Closed(String),
+    /// `simulate`: the webhook was answered, but not with 2xx. The status
+    /// and body are already on stdout: exit 1 without more output.
+    #[error("webhook answered HTTP {0}")]
+    NotAccepted(u16),
+}
+
+impl CliError {
+    fn usage(e: impl std::fmt::Display) -> Self {
+        CliError::Usage(e.to_string())
+    }
+
+    fn runtime(e: impl std::fmt::Display) -> Self {
+        CliError::Runtime(e.to_string())
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
+            CliError::Runtime(_) | CliError::Closed(_) | CliError::NotAccepted(_) => EXIT_RUNTIME,
+        }
+    }
+
+    /// Print the error on stderr.
+    pub fn report(&self) {
+        match self {
+            CliError::Usage(m) | CliError::Runtime(m) => eprintln!("error: {m}"),
+            CliError::Config(errs) => {
+                for e in &errs.0 {
+                    eprintln!("error: {e}");
+                }
+            }
+            CliError::Closed(_) => eprintln!("{self}"),
+            CliError::NotAccepted(_) => {}
+        }
+    }
+}
+
+type CliResult = Result<(), CliError>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -104,6 +165,8 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            // clap prints usage errors, and also `--help` and `--version`,
+            // which are not failures.
             let _ = e.print();
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
@@ -114,14 +177,28 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return EXIT_RUNTIME;
+            return finish(Err(CliError::runtime(format!(
+                "cannot start the runtime: {e}"
+            ))))
         }
     };
-    rt.block_on(dispatch(cli.command))
+    // Reported while the runtime still exists, as before: dropping it may
+    // wait for blocking tasks.
+    finish(rt.block_on(dispatch(cli.command)))
 }
 
-async fn dispatch(cmd: Command) -> i32 {
+/// The one place a command's outcome is printed and turned into the exit code.
+fn finish(result: CliResult) -> i32 {
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> CliResult {
     match cmd {
         Command::Serve { config, dev } => serve(config.as_deref(), dev).await,
         Command::Token {
@@ -154,38 +231,24 @@ async fn dispatch(cmd: Command) -> i32 {
             ca,
             since,
         } => listen(&url, &token, ca.as_deref(), since).await,
-        Command::Keygen => keygen(),
+        Command::Keygen => {
+            keygen();
+            Ok(())
+        }
         Command::CheckConfig { config, dev } => check_config(config.as_deref(), dev).await,
     }
 }
 
-fn print_config_errors(errs: &ConfigErrors) {
-    for e in &errs.0 {
-        eprintln!("error: {e}");
-    }
-}
-
 /// Gather sources; with `dev`, prepare the data dir for the defaults.
-fn load_config(file: Option<&Path>, dev: bool) -> Result<(Config, Option<DevFiles>), i32> {
-    let src = Sources::gather(file).map_err(|e| {
-        print_config_errors(&e);
-        EXIT_USAGE
-    })?;
+fn load_config(file: Option<&Path>, dev: bool) -> Result<(Config, Option<DevFiles>), CliError> {
+    let src = Sources::gather(file)?;
     let (files, defaults) = if dev {
-        match dev::prepare(&src.data_dir()) {
-            Ok((f, d)) => (Some(f), Some(d)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(EXIT_USAGE);
-            }
-        }
+        let (f, d) = dev::prepare(&src.data_dir()).map_err(CliError::usage)?;
+        (Some(f), Some(d))
     } else {
         (None, None)
     };
-    let config = Config::from_sources(&src, dev, defaults.as_ref()).map_err(|e| {
-        print_config_errors(&e);
-        EXIT_USAGE
-    })?;
+    let config = Config::from_sources(&src, dev, defaults.as_ref())?;
     Ok((config, files))
 }
 
@@ -217,55 +280,44 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn serve(file: Option<&Path>, dev: bool) -> i32 {
-    let (config, files) = match load_config(file, dev) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn serve(file: Option<&Path>, dev: bool) -> CliResult {
+    let (config, files) = load_config(file, dev)?;
     init_tracing(config.log_format);
-    let shutdown = match shutdown_signal() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            return EXIT_RUNTIME;
-        }
-    };
+    let shutdown = shutdown_signal()
+        .map_err(|e| CliError::runtime(format!("cannot install signal handlers: {e}")))?;
     // A certificate that does not load or match its key is a configuration error.
-    if let Err(e) = crate::tls::load_certified_key(&config.tls) {
-        eprintln!("error: {e}");
-        return EXIT_USAGE;
-    }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "error: CALLBRIDGE_LISTEN {}: cannot listen: {e}",
+    crate::tls::load_certified_key(&config.tls).map_err(CliError::usage)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            CliError::runtime(format!(
+                "CALLBRIDGE_LISTEN {}: cannot listen: {e}",
                 config.listen
-            );
-            return EXIT_RUNTIME;
-        }
-    };
+            ))
+        })?;
     if let Some(files) = &files {
         print_dev_banner(&config, files, &listener);
     }
-    match crate::server::run(listener, config, shutdown).await {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_RUNTIME
-        }
-    }
+    crate::server::run(listener, config, shutdown)
+        .await
+        .map_err(CliError::runtime)
 }
 
 fn print_dev_banner(config: &Config, files: &DevFiles, listener: &tokio::net::TcpListener) {
     let addr = listener.local_addr().unwrap_or(config.listen);
     let host = connect_host(addr);
-    let token = match &config.jwt_key {
-        JwtKey::Secret(s) => {
-            crate::auth::mint(s, dev::DEMO_USER, None, 24 * 3600, crate::clock::now_secs())
-                .unwrap_or_default()
-        }
-        JwtKey::PublicPem(_) => "<mint with your backend>".into(),
+    /// The banner's token lives a day: long enough for a dev session.
+    const TOKEN_TTL_SECS: i64 = 24 * 3600;
+    let token = match &config.jwt.key {
+        JwtKey::Secret(s) => crate::auth::mint(
+            s,
+            dev::DEMO_USER,
+            None,
+            TOKEN_TTL_SECS,
+            crate::clock::now_secs(),
+        )
+        .unwrap_or_default(),
+        JwtKey::Public { .. } => "<mint with your backend>".into(),
     };
     // The banner is for the operator's terminal, not the log: it carries a
     // dev token on purpose (24 h, demo user, dev secret).
@@ -309,77 +361,65 @@ pub fn parse_ttl(raw: &str) -> Option<i64> {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
-        "d" => 86400,
+        "d" => 86400, // 24 h
         _ => return None,
     };
     let secs = n.checked_mul(mult)?;
     (secs > 0).then_some(secs)
 }
 
-/// Sources plus the dev data dir defaults when it exists (or the env names nothing).
-fn config_for_tools(
-    file: Option<&Path>,
-) -> Result<(Sources, Option<(DevFiles, DevDefaults)>), i32> {
-    let src = Sources::gather(file).map_err(|e| {
-        print_config_errors(&e);
-        EXIT_USAGE
-    })?;
-    let dev = match dev::prepare(&src.data_dir()) {
+/// The dev data dir and its defaults, when it exists or can be created
+/// (`token` and `simulate` fall back on it); a warning when it cannot.
+fn dev_data(src: &Sources) -> Option<(DevFiles, DevDefaults)> {
+    match dev::prepare(&src.data_dir()) {
         Ok(d) => Some(d),
         Err(e) => {
             eprintln!("warning: {e}");
             None
         }
-    };
-    Ok((src, dev))
-}
-
-fn token(user: &str, email: Option<&str>, ttl: &str, file: Option<&Path>) -> i32 {
-    let Some(ttl) = parse_ttl(ttl) else {
-        eprintln!("error: --ttl `{ttl}` is not a duration such as 90s, 30m, 1h, 7d");
-        return EXIT_USAGE;
-    };
-    let src = match Sources::gather(file) {
-        Ok(s) => s,
-        Err(e) => {
-            print_config_errors(&e);
-            return EXIT_USAGE;
-        }
-    };
-    let secret = match (src.get("jwt_secret"), src.get("jwt_public_key")) {
-        (Some(s), _) => s.to_string(),
-        (None, Some(_)) => {
-            eprintln!(
-                "error: CALLBRIDGE_JWT_PUBLIC_KEY is set: tokens are minted by the holder of the private key, not by callbridge"
-            );
-            return EXIT_USAGE;
-        }
-        (None, None) => match config_for_tools(file) {
-            Ok((_, Some((_, d)))) => d.jwt_secret,
-            Ok((_, None)) | Err(_) => {
-                eprintln!("error: CALLBRIDGE_JWT_SECRET is not set and no dev data dir is usable");
-                return EXIT_USAGE;
-            }
-        },
-    };
-    match crate::auth::mint(secret.as_bytes(), user, email, ttl, crate::clock::now_secs()) {
-        Ok(t) => {
-            println!("{t}");
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_RUNTIME
-        }
     }
 }
 
-fn keygen() -> i32 {
+fn token(user: &str, email: Option<&str>, ttl: &str, file: Option<&Path>) -> CliResult {
+    let ttl = parse_ttl(ttl).ok_or_else(|| {
+        CliError::usage(format!(
+            "--ttl `{ttl}` is not a duration such as 90s, 30m, 1h, 7d"
+        ))
+    })?;
+    let src = Sources::gather(file)?;
+    let secret = match (src.get("jwt_secret"), src.get("jwt_public_key")) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(_)) => {
+            return Err(CliError::usage(
+                "CALLBRIDGE_JWT_PUBLIC_KEY is set: tokens are minted by the holder of the private key, not by callbridge",
+            ))
+        }
+        (None, None) => match dev_data(&src) {
+            Some((_, d)) => d.jwt_secret,
+            None => {
+                return Err(CliError::usage(
+                    "CALLBRIDGE_JWT_SECRET is not set and no dev data dir is usable",
+                ))
+            }
+        },
+    };
+    let t = crate::auth::mint(
+        secret.as_bytes(),
+        user,
+        email,
+        ttl,
+        crate::clock::now_secs(),
+    )
+    .map_err(CliError::runtime)?;
+    println!("{t}");
+    Ok(())
+}
+
+fn keygen() {
     let (signer, pkcs8) = Signer::generate();
     let std = base64::engine::general_purpose::STANDARD;
     println!("public_key={}", std.encode(signer.public_key()));
     println!("private_key_pkcs8={}", std.encode(pkcs8));
-    EXIT_OK
 }
 
 pub struct SimOptions {
@@ -408,6 +448,34 @@ pub fn build_envelope(event_type: &str, o: &SimOptions, payload_override: Option
         "start_time": now,
     });
     let p = payload.as_object_mut().expect("object");
+    add_event_fields(p, event_type, &now);
+    if let Some(user) = &o.user {
+        let cs = json!({ "userId": user }).to_string();
+        p.insert(
+            "client_state".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(cs)),
+        );
+    }
+    if let Some(Value::Object(over)) = payload_override {
+        if over.contains_key("data") {
+            return Value::Object(over);
+        }
+        payload = Value::Object(over);
+    }
+    json!({
+        "data": {
+            "record_type": "event",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "event_type": event_type,
+            "occurred_at": now,
+            "payload": payload,
+        },
+        "meta": {"attempt": 1, "delivered_to": "callbridge simulate"}
+    })
+}
+
+/// The payload fields Telnyx adds for `event_type`, with plausible values.
+fn add_event_fields(p: &mut serde_json::Map<String, Value>, event_type: &str, now: &str) {
     match event_type {
         "call.initiated" => {
             p.insert("caller_id_name".into(), json!("Simulated Caller"));
@@ -447,29 +515,6 @@ pub fn build_envelope(event_type: &str, o: &SimOptions, payload_override: Option
         }
         _ => {}
     }
-    if let Some(user) = &o.user {
-        let cs = json!({ "userId": user }).to_string();
-        p.insert(
-            "client_state".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(cs)),
-        );
-    }
-    if let Some(Value::Object(over)) = payload_override {
-        if over.contains_key("data") {
-            return Value::Object(over);
-        }
-        payload = Value::Object(over);
-    }
-    json!({
-        "data": {
-            "record_type": "event",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "event_type": event_type,
-            "occurred_at": now,
-            "payload": payload,
-        },
-        "meta": {"attempt": 1, "delivered_to": "callbridge simulate"}
-    })
 }
 
 async fn simulate(
@@ -478,195 +523,150 @@ async fn simulate(
     url: Option<String>,
     file: Option<&Path>,
     config_file: Option<&Path>,
-) -> i32 {
-    let (src, dev) = match config_for_tools(config_file) {
-        Ok(x) => x,
-        Err(code) => return code,
+) -> CliResult {
+    let src = Sources::gather(config_file)?;
+    let Some((files, _)) = dev_data(&src) else {
+        return Err(CliError::usage(
+            "the dev data dir is needed for the signing key (CALLBRIDGE_DATA_DIR)",
+        ));
     };
-    let Some((files, _)) = dev else {
-        eprintln!("error: the dev data dir is needed for the signing key (CALLBRIDGE_DATA_DIR)");
-        return EXIT_USAGE;
-    };
-    let signer = match dev::load_signer(&files) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let payload = match file {
-        None => None,
-        Some(path) => match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
-        {
-            Ok(v @ Value::Object(_)) => Some(v),
-            Ok(_) => {
-                eprintln!("error: --file {}: not a JSON object", path.display());
-                return EXIT_USAGE;
-            }
-            Err(e) => {
-                eprintln!("error: --file {}: {e}", path.display());
-                return EXIT_USAGE;
-            }
-        },
-    };
+    let signer = dev::load_signer(&files).map_err(CliError::usage)?;
+    let payload = file.map(read_payload).transpose()?;
     let url = url.unwrap_or_else(|| {
         let listen = src
             .get("listen")
             .and_then(|l| l.parse().ok())
-            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8443)));
+            .unwrap_or(crate::config::DEFAULT_LISTEN);
         format!("https://{}/webhooks/telnyx", connect_host(listen))
     });
     let body = build_envelope(event_type, &opts, payload).to_string();
     let ts = crate::clock::now_secs();
     let sig = signer.sign(ts, body.as_bytes());
     let ca = std::fs::read(&files.ca).ok();
-    let tls = match crate::tls::client_config(ca.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    let tls = crate::tls::client_config(ca.as_deref()).map_err(CliError::usage)?;
     let ts_s = ts.to_string();
     let headers = [
         ("content-type", "application/json"),
         (SIGNATURE_HEADER, sig.as_str()),
         (TIMESTAMP_HEADER, ts_s.as_str()),
     ];
-    match crate::client::request_once(&url, "POST", &headers, body, tls).await {
-        Ok(resp) => {
-            println!("HTTP {}", resp.status);
-            println!("{}", String::from_utf8_lossy(&resp.body));
-            if (200..300).contains(&resp.status) {
-                EXIT_OK
-            } else {
-                EXIT_RUNTIME
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {url}: {e}");
-            EXIT_RUNTIME
-        }
+    let resp = crate::client::request_once(&url, "POST", &headers, body, tls)
+        .await
+        .map_err(|e| CliError::runtime(format!("{url}: {e}")))?;
+    println!("HTTP {}", resp.status);
+    println!("{}", String::from_utf8_lossy(&resp.body));
+    if (200..300).contains(&resp.status) {
+        Ok(())
+    } else {
+        Err(CliError::NotAccepted(resp.status))
     }
 }
 
-async fn listen(url: &str, token: &str, ca: Option<&Path>, since: Option<u64>) -> i32 {
-    let ca_pem = match ca.map(std::fs::read).transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: --ca: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let tls = match crate::tls::client_config(ca_pem.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --ca: {e}");
-            return EXIT_USAGE;
-        }
-    };
+/// `simulate --file`: a JSON object (a payload, or a whole envelope).
+fn read_payload(path: &Path) -> Result<Value, CliError> {
+    let parsed = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(CliError::usage(format!(
+            "--file {}: not a JSON object",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::usage(format!("--file {}: {e}", path.display()))),
+    }
+}
+
+/// WebSocket close code of a normal end of the session (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+/// What a close frame without a code reports as (RFC 6455 §7.4.1).
+const CLOSE_NO_STATUS: u16 = 1005;
+
+async fn listen(url: &str, token: &str, ca: Option<&Path>, since: Option<u64>) -> CliResult {
+    let ca_err = |e: &dyn std::fmt::Display| CliError::usage(format!("--ca: {e}"));
+    let ca_pem = ca.map(std::fs::read).transpose().map_err(|e| ca_err(&e))?;
+    let tls = crate::tls::client_config(ca_pem.as_deref()).map_err(|e| ca_err(&e))?;
     let url = match since {
         Some(s) if url.contains('?') => format!("{url}&since={s}"),
         Some(s) => format!("{url}?since={s}"),
         None => url.to_string(),
     };
     let bearer = format!("Bearer {token}");
-    let (mut ws, _) =
-        match crate::client::ws_connect(&url, &[("authorization", bearer.as_str())], tls).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {url}: {e}");
-                return EXIT_RUNTIME;
-            }
-        };
+    let (mut ws, _) = crate::client::ws_connect(&url, &[("authorization", bearer.as_str())], tls)
+        .await
+        .map_err(|e| CliError::runtime(format!("{url}: {e}")))?;
     let stdout = Arc::new(std::sync::Mutex::new(()));
     while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(t)) => {
+        match msg.map_err(CliError::runtime)? {
+            Message::Text(t) => {
                 let _g = stdout.lock();
                 println!("{}", t.as_str());
             }
-            Ok(Message::Close(frame)) => {
+            Message::Close(frame) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
-                eprintln!("closed: {code} {reason}");
-                return if code == 1000 { EXIT_OK } else { EXIT_RUNTIME };
+                    .unwrap_or((CLOSE_NO_STATUS, String::new()));
+                let closed = CliError::Closed(format!("{code} {reason}"));
+                if code != CLOSE_NORMAL {
+                    return Err(closed);
+                }
+                // A normal close is the end of the session, not a failure.
+                closed.report();
+                return Ok(());
             }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_RUNTIME;
-            }
+            _ => {}
         }
     }
-    eprintln!("closed: connection ended");
-    EXIT_RUNTIME
+    Err(CliError::Closed("connection ended".into()))
 }
 
-async fn check_config(file: Option<&Path>, dev: bool) -> i32 {
-    let (config, _) = match load_config(file, dev) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mut failed = false;
+async fn check_config(file: Option<&Path>, dev: bool) -> CliResult {
+    let (config, _) = load_config(file, dev)?;
     println!("ok: configuration parsed");
-    match crate::tls::load_certified_key(&config.tls) {
-        Ok(_) => println!(
-            "ok: TLS certificate and key match ({})",
-            config.tls.cert.display()
-        ),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    }
-    match crate::auth::Authenticator::new(&config) {
-        Ok(_) => println!("ok: JWT verification key"),
-        Err(e) => {
-            eprintln!("error: CALLBRIDGE_JWT_PUBLIC_KEY: {e}");
-            return EXIT_USAGE;
-        }
-    }
+    crate::tls::load_certified_key(&config.tls).map_err(CliError::usage)?;
+    println!(
+        "ok: TLS certificate and key match ({})",
+        config.tls.cert.display()
+    );
+    // The key was parsed with the configuration: a bad one is reported above.
+    println!("ok: JWT verification key");
     match &config.mongodb_uri {
-        None => println!("ok: store: embedded in-memory (CALLBRIDGE_MONGODB_URI not set; nothing survives a restart)"),
-        Some(uri) => {
-            match crate::store::mongo::MongoStore::connect_only(
-                uri,
-                &config.mongodb_db,
-                config.history,
-                config.store_timeout,
-            )
-            .await
-            {
-                Err(e) => {
-                    eprintln!("error: CALLBRIDGE_MONGODB_URI: MongoDB not reachable: {e}");
-                    failed = true;
-                }
-                Ok(store) => {
-                    println!("ok: MongoDB reachable (database {})", config.mongodb_db);
-                    match store.missing_indexes().await {
-                        Ok(missing) if missing.is_empty() => println!("ok: MongoDB indexes in place"),
-                        Ok(missing) => println!(
-                            "note: MongoDB indexes not created yet (serve creates them at start): {}",
-                            missing.join(", ")
-                        ),
-                        Err(e) => {
-                            eprintln!("error: MongoDB indexes could not be listed: {e}");
-                            failed = true;
-                        }
-                    }
-                }
-            }
+        None => {
+            println!("ok: store: embedded in-memory (CALLBRIDGE_MONGODB_URI not set; nothing survives a restart)");
+            Ok(())
         }
+        Some(uri) => check_mongodb(&config, uri).await,
     }
-    if failed {
-        EXIT_RUNTIME
+}
+
+/// `check-config`: the store answers, and whether its indexes exist yet.
+async fn check_mongodb(config: &Config, uri: &str) -> CliResult {
+    let store = crate::store::mongo::MongoStore::connect_only(
+        uri,
+        &config.mongodb_db,
+        config.history,
+        config.store_timeout,
+    )
+    .await
+    .map_err(|e| {
+        CliError::runtime(format!(
+            "CALLBRIDGE_MONGODB_URI: MongoDB not reachable: {e}"
+        ))
+    })?;
+    println!("ok: MongoDB reachable (database {})", config.mongodb_db);
+    let missing = store
+        .missing_indexes()
+        .await
+        .map_err(|e| CliError::runtime(format!("MongoDB indexes could not be listed: {e}")))?;
+    if missing.is_empty() {
+        println!("ok: MongoDB indexes in place");
     } else {
-        EXIT_OK
+        println!(
+            "note: MongoDB indexes not created yet (serve creates them at start): {}",
+            missing.join(", ")
+        );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -684,5 +684,22 @@ mod tests {
         assert_eq!(parse_ttl("1y"), None);
         assert_eq!(parse_ttl("h"), None);
         assert_eq!(parse_ttl("99999999999999999999d"), None);
+    }
+
+    #[test]
+    fn each_error_kind_has_its_exit_code() {
+        let config = ConfigErrors(vec![crate::config::ConfigError::invalid("listen", "x")]);
+        assert_eq!(CliError::usage("bad --ttl").exit_code(), EXIT_USAGE);
+        assert_eq!(CliError::Config(config).exit_code(), EXIT_USAGE);
+        assert_eq!(CliError::runtime("refused").exit_code(), EXIT_RUNTIME);
+        assert_eq!(
+            CliError::Closed("4001 token".into()).exit_code(),
+            EXIT_RUNTIME
+        );
+        assert_eq!(CliError::NotAccepted(401).exit_code(), EXIT_RUNTIME);
+        assert_eq!(
+            CliError::Closed("connection ended".into()).to_string(),
+            "closed: connection ended"
+        );
     }
 }

@@ -7,14 +7,19 @@
 //! values never appear in an error message.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::jwt::{JwtKey, JwtSettings};
+
 /// Prefix of every environment variable.
 pub const PREFIX: &str = "CALLBRIDGE_";
+
+/// `CALLBRIDGE_LISTEN` when unset (contract §2).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
 
 /// Every key the daemon reads (without prefix, lower case as in the TOML file).
 pub const KEYS: &[&str] = &[
@@ -88,25 +93,6 @@ pub enum UnroutedPolicy {
     Drop,
 }
 
-/// How dialer JWTs are verified.
-#[derive(Clone)]
-pub enum JwtKey {
-    /// HS256 shared secret (raw bytes of the configured string).
-    Secret(Vec<u8>),
-    /// PEM public key; the algorithm (RS256, ES256, EdDSA) follows from the key type.
-    PublicPem(String),
-}
-
-impl std::fmt::Debug for JwtKey {
-    // Never print the secret, even in debug output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(<redacted>)"),
-            JwtKey::PublicPem(_) => f.write_str("JwtKey::PublicPem(..)"),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -127,9 +113,8 @@ pub struct Config {
     /// Raw 32-byte Ed25519 public key Telnyx signs with.
     pub telnyx_public_key: [u8; 32],
     pub webhook_tolerance: Duration,
-    pub jwt_key: JwtKey,
-    pub jwt_issuer: Option<String>,
-    pub jwt_audience: Option<String>,
+    /// Dialer-token key (already parsed), issuer and audience.
+    pub jwt: JwtSettings,
     pub mongodb_uri: Option<String>,
     pub mongodb_db: String,
     pub admin_token: Option<String>,
@@ -160,7 +145,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("tls", &self.tls)
-            .field("jwt_key", &self.jwt_key)
+            .field("jwt_key", &self.jwt.key)
             .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("unrouted", &self.unrouted)
@@ -276,41 +261,6 @@ fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     Ok(out)
 }
 
-struct Parser<'a> {
-    src: &'a Sources,
-    errors: Vec<ConfigError>,
-}
-
-impl Parser<'_> {
-    fn num<T>(&mut self, key: &str, default: T, min: T) -> T
-    where
-        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    {
-        match self.src.get(key) {
-            None => default,
-            Some(raw) => match raw.parse::<T>() {
-                Ok(v) if v >= min => v,
-                Ok(_) => {
-                    self.errors
-                        .push(ConfigError::invalid(key, format!("must be at least {min}")));
-                    default
-                }
-                Err(_) => {
-                    self.errors.push(ConfigError::invalid(
-                        key,
-                        format!("`{raw}` is not a whole number"),
-                    ));
-                    default
-                }
-            },
-        }
-    }
-
-    fn secs(&mut self, key: &str, default: u64, min: u64) -> Duration {
-        Duration::from_secs(self.num(key, default, min))
-    }
-}
-
 /// Decode a base64 Ed25519 public key (standard or URL-safe alphabet).
 pub fn parse_ed25519_public_key(raw: &str) -> Result<[u8; 32], String> {
     let bytes =
@@ -322,229 +272,289 @@ pub fn parse_ed25519_public_key(raw: &str) -> Result<[u8; 32], String> {
 impl Config {
     /// Build the configuration from gathered sources. With `dev`, missing TLS,
     /// Telnyx and JWT settings come from `dev_defaults`.
+    ///
+    /// Each setting is read by its own step; the steps run in the order of
+    /// the fields below (struct expressions evaluate in source order), which
+    /// is the order of [`KEYS`], so every problem is reported in that order.
+    /// A step that finds a problem records it and returns a placeholder; the
+    /// placeholders are never used, since any problem fails the whole load.
+    /// Defaults are those of contract §2; the minima refuse values that
+    /// would make a limit or an interval meaningless (0 connections, 0 s).
     pub fn from_sources(
         src: &Sources,
         dev: bool,
         dev_defaults: Option<&DevDefaults>,
     ) -> Result<Config, ConfigErrors> {
+        let dev_defaults = if dev { dev_defaults } else { None };
         let mut p = Parser {
             src,
             errors: Vec::new(),
         };
-        let dev_defaults = if dev { dev_defaults } else { None };
-
-        let listen = match src.get("listen") {
-            None => SocketAddr::from(([127, 0, 0, 1], 8443)),
-            Some(raw) => raw.parse().unwrap_or_else(|_| {
-                p.errors.push(ConfigError::invalid(
-                    "listen",
-                    format!("`{raw}` is not an address:port such as 0.0.0.0:443"),
-                ));
-                SocketAddr::from(([127, 0, 0, 1], 8443))
-            }),
+        let config = Config {
+            listen: p.listen(),
+            tls: p.tls(dev_defaults),
+            telnyx_public_key: p.telnyx_public_key(dev_defaults),
+            // 0 is allowed: only the exact second is accepted then.
+            webhook_tolerance: p.secs("webhook_tolerance_secs", 300, 0),
+            jwt: p.jwt(dev_defaults),
+            mongodb_uri: p.mongodb_uri(),
+            mongodb_db: p.mongodb_db(),
+            admin_token: p.admin_token(),
+            unrouted: p.unrouted(),
+            allowed_origins: p.allowed_origins(),
+            max_connections_per_user: p.num("max_connections_per_user", 20, 1),
+            client_rate_per_min: p.num("client_rate_per_min", 300, 1),
+            max_client_message_bytes: p.num("max_client_message_bytes", 65536, 64),
+            auth_timeout: p.secs("auth_timeout_secs", 10, 1),
+            ping_interval: p.secs("ping_interval_secs", 25, 1),
+            history: Duration::from_secs(p.num("history_hours", 24u64, 1) * 3600),
+            store_timeout: p.secs("store_timeout_secs", 5, 1),
+            data_dir: src.data_dir(),
+            log_format: p.log_format(),
+            handshake_timeout: p.secs("handshake_timeout_secs", 10, 1),
+            // 0: the listener closes as soon as shutdown starts.
+            shutdown_drain: p.secs("shutdown_drain_secs", 0, 0),
+            // 0: reload only on SIGHUP.
+            tls_reload_poll: p.secs("tls_reload_poll_secs", 5, 0),
+            dev,
         };
+        if p.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(p.errors))
+        }
+    }
+}
 
-        let tls = match (src.get("tls_cert"), src.get("tls_key"), dev_defaults) {
-            (Some(c), Some(k), _) => TlsPaths {
-                cert: c.into(),
-                key: k.into(),
-            },
-            (None, None, Some(d)) => d.tls.clone(),
-            (c, k, _) => {
-                if c.is_none() {
-                    p.errors.push(ConfigError::missing(
-                        "tls_cert",
-                        " (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
-                    ));
-                }
-                if k.is_none() {
-                    p.errors.push(ConfigError::missing(
-                        "tls_key",
-                        " (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
-                    ));
-                }
-                TlsPaths {
-                    cert: PathBuf::new(),
-                    key: PathBuf::new(),
+/// Reads one setting at a time, collecting every problem instead of stopping
+/// at the first.
+struct Parser<'a> {
+    src: &'a Sources,
+    errors: Vec<ConfigError>,
+}
+
+/// Minimum length of the HS256 secret and of the admin token. HS256 with a
+/// short secret is brute-forceable offline from any one token; 16 bytes is
+/// the floor we accept (the admin token gets the same floor).
+const MIN_SECRET_LEN: usize = 16;
+
+impl Parser<'_> {
+    fn invalid(&mut self, key: &str, reason: impl Into<String>) {
+        self.errors.push(ConfigError::invalid(key, reason));
+    }
+
+    fn missing(&mut self, key: &str, hint: &str) {
+        self.errors.push(ConfigError::missing(key, hint));
+    }
+
+    fn num<T>(&mut self, key: &str, default: T, min: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = self.src.get(key) else {
+            return default;
+        };
+        match raw.parse::<T>() {
+            Ok(v) if v >= min => v,
+            Ok(_) => {
+                self.invalid(key, format!("must be at least {min}"));
+                default
+            }
+            Err(_) => {
+                let reason = format!("`{raw}` is not a whole number");
+                self.invalid(key, reason);
+                default
+            }
+        }
+    }
+
+    fn secs(&mut self, key: &str, default: u64, min: u64) -> Duration {
+        Duration::from_secs(self.num(key, default, min))
+    }
+
+    fn listen(&mut self) -> SocketAddr {
+        let default = DEFAULT_LISTEN;
+        let Some(raw) = self.src.get("listen") else {
+            return default;
+        };
+        raw.parse().unwrap_or_else(|_| {
+            let reason = format!("`{raw}` is not an address:port such as 0.0.0.0:443");
+            self.invalid("listen", reason);
+            default
+        })
+    }
+
+    /// Both files, or (with `--dev`) neither; one alone is a problem.
+    fn tls(&mut self, dev: Option<&DevDefaults>) -> TlsPaths {
+        let (cert, key) = (self.src.get("tls_cert"), self.src.get("tls_key"));
+        match (cert, key, dev) {
+            (Some(c), Some(k), _) => {
+                return TlsPaths {
+                    cert: c.into(),
+                    key: k.into(),
                 }
             }
-        };
+            (None, None, Some(d)) => return d.tls.clone(),
+            _ => {}
+        }
+        if cert.is_none() {
+            self.missing(
+                "tls_cert",
+                " (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
+            );
+        }
+        if key.is_none() {
+            self.missing(
+                "tls_key",
+                " (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
+            );
+        }
+        TlsPaths {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+        }
+    }
 
-        let telnyx_public_key = match (src.get("telnyx_public_key"), dev_defaults) {
+    fn telnyx_public_key(&mut self, dev: Option<&DevDefaults>) -> [u8; 32] {
+        match (self.src.get("telnyx_public_key"), dev) {
             (Some(raw), _) => parse_ed25519_public_key(raw).unwrap_or_else(|reason| {
-                p.errors
-                    .push(ConfigError::invalid("telnyx_public_key", reason));
+                self.invalid("telnyx_public_key", reason);
                 [0; 32]
             }),
             (None, Some(d)) => d.telnyx_public_key,
             (None, None) => {
-                p.errors.push(ConfigError::missing(
+                self.missing(
                     "telnyx_public_key",
                     " (base64 Ed25519 public key from the Telnyx portal)",
-                ));
+                );
                 [0; 32]
             }
-        };
-        let webhook_tolerance = p.secs("webhook_tolerance_secs", 300, 0);
+        }
+    }
 
-        let jwt_key = match (
-            src.get("jwt_secret"),
-            src.get("jwt_public_key"),
-            dev_defaults,
+    fn jwt(&mut self, dev: Option<&DevDefaults>) -> JwtSettings {
+        JwtSettings {
+            key: self.jwt_key(dev),
+            issuer: self.src.get("jwt_issuer").map(str::to_string),
+            audience: self.src.get("jwt_audience").map(str::to_string),
+        }
+    }
+
+    /// Exactly one of the secret and the public key (with `--dev`, the dev
+    /// secret when neither is set). The PEM is parsed here, once.
+    fn jwt_key(&mut self, dev: Option<&DevDefaults>) -> JwtKey {
+        let placeholder = JwtKey::Secret(Vec::new());
+        match (
+            self.src.get("jwt_secret"),
+            self.src.get("jwt_public_key"),
+            dev,
         ) {
             (Some(_), Some(_), _) => {
-                p.errors.push(ConfigError::invalid(
+                self.invalid(
                     "jwt_public_key",
                     "set either CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY, not both",
-                ));
-                JwtKey::Secret(Vec::new())
+                );
+                placeholder
             }
             (Some(secret), None, _) => {
-                // HS256 with a short secret is brute-forceable offline from
-                // any one token; 16 bytes is the floor we accept.
-                if secret.len() < 16 {
-                    p.errors.push(ConfigError::invalid(
-                        "jwt_secret",
-                        "must be at least 16 characters",
-                    ));
+                if secret.len() < MIN_SECRET_LEN {
+                    self.invalid("jwt_secret", "must be at least 16 characters");
                 }
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
-            (None, Some(pem), _) => match load_pem_text(pem) {
-                Ok(text) => JwtKey::PublicPem(text),
-                Err(reason) => {
-                    p.errors
-                        .push(ConfigError::invalid("jwt_public_key", reason));
-                    JwtKey::PublicPem(String::new())
+            (None, Some(raw), _) => {
+                match load_pem_text(raw).and_then(|pem| JwtKey::from_public_pem(&pem)) {
+                    Ok(key) => key,
+                    Err(reason) => {
+                        self.invalid("jwt_public_key", reason);
+                        placeholder
+                    }
                 }
-            },
+            }
             (None, None, Some(d)) => JwtKey::Secret(d.jwt_secret.as_bytes().to_vec()),
             (None, None, None) => {
-                p.errors.push(ConfigError::Missing {
+                self.errors.push(ConfigError::Missing {
                     var: "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY".into(),
                     hint: " (how dialer tokens are verified)".into(),
                 });
-                JwtKey::Secret(Vec::new())
+                placeholder
             }
+        }
+    }
+
+    fn mongodb_uri(&mut self) -> Option<String> {
+        let uri = self.src.get("mongodb_uri")?;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            self.invalid(
+                "mongodb_uri",
+                "must start with mongodb:// or mongodb+srv://",
+            );
+        }
+        Some(uri.to_string())
+    }
+
+    /// MongoDB refuses these characters in database names.
+    fn mongodb_db(&mut self) -> String {
+        let db = self
+            .src
+            .get("mongodb_db")
+            .unwrap_or("callbridge")
+            .to_string();
+        if db.contains(['/', '\\', '.', ' ', '"', '$']) {
+            self.invalid("mongodb_db", "must not contain / \\ . space \" or $");
+        }
+        db
+    }
+
+    fn admin_token(&mut self) -> Option<String> {
+        let token = self.src.get("admin_token")?;
+        if token.len() < MIN_SECRET_LEN {
+            self.invalid("admin_token", "must be at least 16 characters");
+        }
+        Some(token.to_string())
+    }
+
+    fn unrouted(&mut self) -> UnroutedPolicy {
+        let Some(s) = self.src.get("unrouted").map(|s| s.to_ascii_lowercase()) else {
+            return UnroutedPolicy::Supervisors;
         };
-        if let JwtKey::PublicPem(pem) = &jwt_key {
-            if !pem.is_empty() {
-                if let Err(reason) = crate::auth::decoding_key_from_pem(pem) {
-                    p.errors
-                        .push(ConfigError::invalid("jwt_public_key", reason));
-                }
+        match s.as_str() {
+            "supervisors" => UnroutedPolicy::Supervisors,
+            "broadcast" => UnroutedPolicy::Broadcast,
+            "drop" => UnroutedPolicy::Drop,
+            _ => {
+                let reason = format!("`{s}` is not one of supervisors, broadcast, drop");
+                self.invalid("unrouted", reason);
+                UnroutedPolicy::Supervisors
             }
         }
+    }
 
-        let mongodb_uri = src.get("mongodb_uri").map(str::to_string);
-        if let Some(uri) = &mongodb_uri {
-            if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                p.errors.push(ConfigError::invalid(
-                    "mongodb_uri",
-                    "must start with mongodb:// or mongodb+srv://",
-                ));
-            }
-        }
-        let mongodb_db = src.get("mongodb_db").unwrap_or("callbridge").to_string();
-        if mongodb_db.contains(['/', '\\', '.', ' ', '"', '$']) {
-            p.errors.push(ConfigError::invalid(
-                "mongodb_db",
-                "must not contain / \\ . space \" or $",
-            ));
-        }
-
-        let admin_token = src.get("admin_token").map(str::to_string);
-        if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                p.errors.push(ConfigError::invalid(
-                    "admin_token",
-                    "must be at least 16 characters",
-                ));
-            }
-        }
-
-        let unrouted = match src.get("unrouted").map(|s| s.to_ascii_lowercase()) {
-            None => UnroutedPolicy::Supervisors,
-            Some(s) => match s.as_str() {
-                "supervisors" => UnroutedPolicy::Supervisors,
-                "broadcast" => UnroutedPolicy::Broadcast,
-                "drop" => UnroutedPolicy::Drop,
-                _ => {
-                    p.errors.push(ConfigError::invalid(
-                        "unrouted",
-                        format!("`{s}` is not one of supervisors, broadcast, drop"),
-                    ));
-                    UnroutedPolicy::Supervisors
-                }
-            },
-        };
-
-        let allowed_origins = src.get("allowed_origins").map(|raw| {
+    fn allowed_origins(&self) -> Option<Vec<String>> {
+        let raw = self.src.get("allowed_origins")?;
+        Some(
             raw.split(',')
                 .map(normalize_origin)
                 .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        });
+                .collect(),
+        )
+    }
 
-        let max_connections_per_user = p.num("max_connections_per_user", 20usize, 1);
-        let client_rate_per_min = p.num("client_rate_per_min", 300u32, 1);
-        let max_client_message_bytes = p.num("max_client_message_bytes", 65536usize, 64);
-        let auth_timeout = p.secs("auth_timeout_secs", 10, 1);
-        let ping_interval = p.secs("ping_interval_secs", 25, 1);
-        let history = Duration::from_secs(p.num("history_hours", 24u64, 1) * 3600);
-        let store_timeout = p.secs("store_timeout_secs", 5, 1);
-        let data_dir = src.data_dir();
-        let log_format = match src.get("log_format").map(|s| s.to_ascii_lowercase()) {
+    fn log_format(&mut self) -> LogFormat {
+        match self.src.get("log_format").map(|s| s.to_ascii_lowercase()) {
             None => LogFormat::Text,
             Some(s) if s == "text" => LogFormat::Text,
             Some(s) if s == "json" => LogFormat::Json,
             Some(s) => {
-                p.errors.push(ConfigError::invalid(
-                    "log_format",
-                    format!("`{s}` is not one of text, json"),
-                ));
+                self.invalid("log_format", format!("`{s}` is not one of text, json"));
                 LogFormat::Text
             }
-        };
-
-        let handshake_timeout = p.secs("handshake_timeout_secs", 10, 1);
-        let shutdown_drain = p.secs("shutdown_drain_secs", 0, 0);
-        let tls_reload_poll = p.secs("tls_reload_poll_secs", 5, 0);
-
-        if !p.errors.is_empty() {
-            return Err(ConfigErrors(p.errors));
         }
-        Ok(Config {
-            listen,
-            tls,
-            telnyx_public_key,
-            webhook_tolerance,
-            jwt_key,
-            jwt_issuer: src.get("jwt_issuer").map(str::to_string),
-            jwt_audience: src.get("jwt_audience").map(str::to_string),
-            mongodb_uri,
-            mongodb_db,
-            admin_token,
-            unrouted,
-            allowed_origins,
-            max_connections_per_user,
-            client_rate_per_min,
-            max_client_message_bytes,
-            auth_timeout,
-            ping_interval,
-            history,
-            store_timeout,
-            data_dir,
-            log_format,
-            handshake_timeout,
-            shutdown_drain,
-            tls_reload_poll,
-            dev,
-        })
     }
 }
 
-/// `CALLBRIDGE_JWT_PUBLIC_KEY` holds the PEM itself or a path to it.
+/// `CALLBRIDGE_JWT_PUBLIC_KEY` holds the PEM itself or a path to it. In the
+/// text form a literal `\n` stands for a line break (one-line env files).
 fn load_pem_text(raw: &str) -> Result<String, String> {
     if raw.contains("-----BEGIN") {
         return Ok(raw.replace("\\n", "\n"));
@@ -695,6 +705,173 @@ mod tests {
                 "https://dialer.example.com".to_string(),
                 "app://x".to_string()
             ]
+        );
+    }
+
+    const BAD_PEM: &str = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----";
+
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        let src = Sources::from_pairs(pairs.iter().copied());
+        let errs = Config::from_sources(&src, false, None).unwrap_err().0;
+        errs.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// Every setting wrong at once: the problems come in the order of KEYS
+    /// with the wording `check-config` printed before issue 9 (captured from
+    /// that build).
+    #[test]
+    fn problems_keep_their_order_and_wording() {
+        let got = problems(&[
+            ("CALLBRIDGE_LISTEN", "nowhere"),
+            ("CALLBRIDGE_TLS_CERT", "/x"),
+            ("CALLBRIDGE_TELNYX_PUBLIC_KEY", "@@@"),
+            ("CALLBRIDGE_WEBHOOK_TOLERANCE_SECS", "x"),
+            ("CALLBRIDGE_JWT_SECRET", "short-s3cret"),
+            ("CALLBRIDGE_JWT_PUBLIC_KEY", BAD_PEM),
+            ("CALLBRIDGE_MONGODB_URI", "http://x"),
+            ("CALLBRIDGE_MONGODB_DB", "a.b"),
+            ("CALLBRIDGE_ADMIN_TOKEN", "tiny"),
+            ("CALLBRIDGE_UNROUTED", "everyone"),
+            ("CALLBRIDGE_ALLOWED_ORIGINS", "x"),
+            ("CALLBRIDGE_MAX_CONNECTIONS_PER_USER", "0"),
+            ("CALLBRIDGE_CLIENT_RATE_PER_MIN", "-1"),
+            ("CALLBRIDGE_MAX_CLIENT_MESSAGE_BYTES", "63"),
+            ("CALLBRIDGE_AUTH_TIMEOUT_SECS", "0"),
+            ("CALLBRIDGE_PING_INTERVAL_SECS", "soon"),
+            ("CALLBRIDGE_HISTORY_HOURS", "0"),
+            ("CALLBRIDGE_STORE_TIMEOUT_SECS", "1.5"),
+            ("CALLBRIDGE_LOG_FORMAT", "xml"),
+            ("CALLBRIDGE_HANDSHAKE_TIMEOUT_SECS", "0"),
+            ("CALLBRIDGE_SHUTDOWN_DRAIN_SECS", "-3"),
+            ("CALLBRIDGE_TLS_RELOAD_POLL_SECS", "z"),
+        ]);
+        let want = [
+            "CALLBRIDGE_LISTEN is invalid: `nowhere` is not an address:port such as 0.0.0.0:443",
+            "CALLBRIDGE_TLS_KEY is required (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
+            "CALLBRIDGE_TELNYX_PUBLIC_KEY is invalid: not valid base64",
+            "CALLBRIDGE_WEBHOOK_TOLERANCE_SECS is invalid: `x` is not a whole number",
+            "CALLBRIDGE_JWT_PUBLIC_KEY is invalid: set either CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY, not both",
+            "CALLBRIDGE_MONGODB_URI is invalid: must start with mongodb:// or mongodb+srv://",
+            "CALLBRIDGE_MONGODB_DB is invalid: must not contain / \\ . space \" or $",
+            "CALLBRIDGE_ADMIN_TOKEN is invalid: must be at least 16 characters",
+            "CALLBRIDGE_UNROUTED is invalid: `everyone` is not one of supervisors, broadcast, drop",
+            "CALLBRIDGE_MAX_CONNECTIONS_PER_USER is invalid: must be at least 1",
+            "CALLBRIDGE_CLIENT_RATE_PER_MIN is invalid: `-1` is not a whole number",
+            "CALLBRIDGE_MAX_CLIENT_MESSAGE_BYTES is invalid: must be at least 64",
+            "CALLBRIDGE_AUTH_TIMEOUT_SECS is invalid: must be at least 1",
+            "CALLBRIDGE_PING_INTERVAL_SECS is invalid: `soon` is not a whole number",
+            "CALLBRIDGE_HISTORY_HOURS is invalid: must be at least 1",
+            "CALLBRIDGE_STORE_TIMEOUT_SECS is invalid: `1.5` is not a whole number",
+            "CALLBRIDGE_LOG_FORMAT is invalid: `xml` is not one of text, json",
+            "CALLBRIDGE_HANDSHAKE_TIMEOUT_SECS is invalid: must be at least 1",
+            "CALLBRIDGE_SHUTDOWN_DRAIN_SECS is invalid: `-3` is not a whole number",
+            "CALLBRIDGE_TLS_RELOAD_POLL_SECS is invalid: `z` is not a whole number",
+        ];
+        assert_eq!(got, want);
+    }
+
+    /// The missing-value wording, and a bad PEM reported in its place
+    /// (after the Telnyx key, before the later settings).
+    #[test]
+    fn missing_and_bad_pem_wording() {
+        assert_eq!(
+            problems(&[]),
+            [
+                "CALLBRIDGE_TLS_CERT is required (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
+                "CALLBRIDGE_TLS_KEY is required (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
+                "CALLBRIDGE_TELNYX_PUBLIC_KEY is required (base64 Ed25519 public key from the Telnyx portal)",
+                "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY is required (how dialer tokens are verified)",
+            ]
+        );
+        let key31 = b64(&[7u8; 31]);
+        assert_eq!(
+            problems(&[
+                ("CALLBRIDGE_TLS_KEY", "/x"),
+                ("CALLBRIDGE_TELNYX_PUBLIC_KEY", key31.as_str()),
+                ("CALLBRIDGE_JWT_PUBLIC_KEY", BAD_PEM),
+                ("CALLBRIDGE_HISTORY_HOURS", "x"),
+            ]),
+            [
+                "CALLBRIDGE_TLS_CERT is required (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
+                "CALLBRIDGE_TELNYX_PUBLIC_KEY is invalid: decodes to 31 bytes, expected 32",
+                "CALLBRIDGE_JWT_PUBLIC_KEY is invalid: not a PEM RSA, EC (P-256) or Ed25519 public key",
+                "CALLBRIDGE_HISTORY_HOURS is invalid: `x` is not a whole number",
+            ]
+        );
+        let mut pairs: Vec<(&str, String)> = base();
+        pairs.retain(|(k, _)| *k != "CALLBRIDGE_JWT_SECRET");
+        pairs.push(("CALLBRIDGE_JWT_PUBLIC_KEY", "/nonexistent/jwt.pem".into()));
+        let text = load(&pairs).unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "CALLBRIDGE_JWT_PUBLIC_KEY is invalid: neither PEM text nor a readable file \
+             (No such file or directory (os error 2))"
+        );
+    }
+
+    #[test]
+    fn public_key_from_file_path_and_bad_pem() {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.pub.pem");
+        std::fs::write(&path, kp.public_key_pem()).unwrap();
+        let mut pairs: Vec<(&str, String)> = base();
+        pairs.retain(|(k, _)| *k != "CALLBRIDGE_JWT_SECRET");
+        pairs.push((
+            "CALLBRIDGE_JWT_PUBLIC_KEY",
+            path.to_str().unwrap().to_string(),
+        ));
+        let c = load(&pairs).unwrap();
+        assert!(matches!(
+            c.jwt.key,
+            JwtKey::Public {
+                alg: Algorithm::ES256,
+                ..
+            }
+        ));
+        // A token signed with the private half verifies with the loaded key.
+        let claims = serde_json::json!({"sub": "u2", "exp": crate::clock::now_secs() + 60});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let (key, alg) = c.jwt.key.decoding();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(&t, &key, &Validation::new(alg)).unwrap();
+        assert_eq!(data.claims["sub"], "u2");
+
+        // The PEM text form with `\n` escapes, as one line of an env file.
+        let one_line = kp.public_key_pem().replace('\n', "\\n");
+        pairs.pop();
+        pairs.push(("CALLBRIDGE_JWT_PUBLIC_KEY", one_line));
+        assert!(matches!(
+            load(&pairs).unwrap().jwt.key,
+            JwtKey::Public { .. }
+        ));
+
+        pairs.pop();
+        pairs.push(("CALLBRIDGE_JWT_PUBLIC_KEY", BAD_PEM.into()));
+        let bad = load(&pairs).unwrap_err();
+        assert!(
+            bad.to_string().contains("CALLBRIDGE_JWT_PUBLIC_KEY"),
+            "{bad}"
+        );
+
+        // An empty file is a bad key like any other, found while loading
+        // (before issue 9 it slipped through to the verifier's setup).
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        pairs.pop();
+        pairs.push((
+            "CALLBRIDGE_JWT_PUBLIC_KEY",
+            empty.to_str().unwrap().to_string(),
+        ));
+        assert_eq!(
+            load(&pairs).unwrap_err().to_string(),
+            "CALLBRIDGE_JWT_PUBLIC_KEY is invalid: not a PEM RSA, EC (P-256) or Ed25519 public key"
         );
     }
 }

@@ -84,6 +84,7 @@ pub fn prepare(dir: &Path) -> Result<(DevFiles, DevDefaults), DevError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        // Owner only: the dir holds private keys and the JWT secret.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(dir))?;
     }
@@ -97,6 +98,7 @@ pub fn prepare(dir: &Path) -> Result<(DevFiles, DevDefaults), DevError> {
         write_private(&files.signing_key, text.as_bytes())?;
     }
     if !files.jwt_secret.exists() {
+        // 256 random bits: HS256's own key size, far above the 16-character floor.
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| DevError::Bad("no randomness".into()))?;
         let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);

@@ -18,6 +18,7 @@ pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod hub;
+pub mod jwt;
 pub mod metrics;
 pub mod normalize;
 pub mod protocol;

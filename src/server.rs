@@ -41,8 +41,6 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
-    #[error("{0}")]
-    Setup(String),
 }
 
 /// Stable name of this service: host and the address it listens on.
@@ -91,7 +89,7 @@ pub async fn run(
     let cert = tls::load_certified_key(&config.tls)?;
     let listen = listener.local_addr().unwrap_or(config.listen);
     let store = open_store(&config, listen).await?;
-    let app = App::new(config, store).map_err(RunError::Setup)?;
+    let app = App::new(config, store);
     if app.config.dev {
         crate::dev::seed_demo_user(app.store.as_ref())
             .await
