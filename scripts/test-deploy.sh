@@ -5,9 +5,10 @@
 #  1. shellcheck on every script in scripts/
 #  2. systemd-analyze verify (clean) and security --offline=yes (exposure
 #     at most 1.4) on systemd/callbridge.service, alone and with the
-#     Type=notify-reload drop-in (callbridge.service.d/notify-reload.conf);
-#     the env template names every variable of the README's configuration
-#     table
+#     Type=notify-reload drop-in (callbridge.service.d/notify-reload.conf),
+#     the latter with systemd-analyze >= 253 (on Debian 12, bookworm-
+#     backports' one, unpacked in the temp dir); the env template names
+#     every variable of the README's configuration table
 #  3. deploy.sh: --help, --dry-run changes nothing, clear failures for not
 #     root, missing domain, busy HTTP-01 port and a failing certbot
 #  4. pebble (Debian's package, throwaway CA, PEBBLE_VA_ALWAYS_VALID=1) on
@@ -128,26 +129,55 @@ cp "$dropin" "$tmp/unit/notify-reload/callbridge.service.d/"
 out="$(systemd-analyze verify "$tmp/unit/notify/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify"; }
 [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify is not clean"; }
 ok "systemd-analyze verify callbridge.service: clean"
-out="$(systemd-analyze verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
+# The notify-reload variant needs systemd-analyze >= 253. Debian 12 has 252:
+# then bookworm-backports' systemd-analyze, downloaded and unpacked in $tmp
+# (nothing installed, the host's apt configuration untouched).
+backports_systemd_analyze() { # prints a command running it, or fails
+    local d="$tmp/bpo" apt_opts
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/root"
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$d/sources.list"
+    apt_opts=(-qq -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update >/dev/null 2>&1 || return 1
+    (cd "$d" && apt-get "${apt_opts[@]}" download systemd/bookworm-backports libsystemd-shared/bookworm-backports) >/dev/null 2>&1 || return 1
+    local deb
+    for deb in "$d"/*.deb; do dpkg-deb -x "$deb" "$d/root" || return 1; done
+    [ -x "$d/root/usr/bin/systemd-analyze" ] || return 1
+    printf '#!/bin/bash\nexport LD_LIBRARY_PATH=%q\nexec %q "$@"\n' "$d/root/usr/lib/x86_64-linux-gnu/systemd" "$d/root/usr/bin/systemd-analyze" >"$d/systemd-analyze"
+    chmod 0755 "$d/systemd-analyze"
+    "$d/systemd-analyze" --version >/dev/null 2>&1 || return 1
+    echo "$d/systemd-analyze"
+}
+analyze_new=""
 if [ "$systemd_version" -ge 253 ]; then
+    analyze_new=systemd-analyze
+elif grep -qx 'VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null && [ "$(dpkg --print-architecture)" = amd64 ]; then
+    analyze_new="$(backports_systemd_analyze)" || analyze_new=""
+fi
+if [ -n "$analyze_new" ]; then
+    out="$("$analyze_new" verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
     [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
-    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean"
+    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean ($("$analyze_new" --version | head -n1))"
 else
-    # This systemd predates the type: the one complaint allowed is that it
-    # does not know it (deploy.sh installs the drop-in only on >= 253).
+    # Only this systemd, which predates the type: the one complaint allowed
+    # is that it does not know it (deploy.sh installs the drop-in only on
+    # >= 253).
+    out="$(systemd-analyze verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
     rest="$(grep -v 'notify-reload.conf:[0-9]*: Failed to parse service type, ignoring: notify-reload$' <<<"$out" || true)"
     [ -z "$rest" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
-    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean but for Type=notify-reload, unknown to systemd $systemd_version (< 253)"
+    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean but for Type=notify-reload, unknown to systemd $systemd_version (no systemd-analyze >= 253 at hand)"
 fi
 
 limit=1.4
 for variant in notify notify-reload; do
-    out="$(systemd-analyze security --offline=yes "$tmp/unit/$variant/callbridge.service" 2>&1)" || true
+    analyze=systemd-analyze
+    [ "$variant" = notify ] || analyze="${analyze_new:-systemd-analyze}"
+    out="$("$analyze" security --offline=yes "$tmp/unit/$variant/callbridge.service" 2>&1)" || true
     exposure="$(sed -n 's/.*Overall exposure level for callbridge.service: \([0-9.]*\).*/\1/p' <<<"$out")"
     [ -n "$exposure" ] || { echo "$out" >&2; fail "no exposure level in systemd-analyze security output ($variant)"; }
     awk -v e="$exposure" -v l="$limit" 'BEGIN { exit !(e <= l) }' \
         || { echo "$out" >&2; fail "exposure $exposure ($variant) is above $limit"; }
-    ok "systemd-analyze security --offline=yes, Type=$variant: exposure $exposure (limit $limit)"
+    ok "systemd-analyze security --offline=yes, Type=$variant: exposure $exposure (limit $limit; $("$analyze" --version | head -n1))"
 done
 grep -qx 'ProcSubset=pid' "$unit" || fail "unit lacks ProcSubset=pid"
 grep -qx 'Type=notify-reload' "$dropin" || fail "drop-in lacks Type=notify-reload"
