@@ -37,6 +37,11 @@ bin_path=/usr/local/bin/callbridge
 etc_dir=/etc/callbridge
 env_file=/etc/callbridge/callbridge.env
 unit_path=/etc/systemd/system/callbridge.service
+# systemd >= 253: Type=notify-reload (systemd sends SIGHUP and waits for the
+# daemon's RELOADING=1 ... READY=1).
+dropin_dir=/etc/systemd/system/callbridge.service.d
+dropin_path=$dropin_dir/notify-reload.conf
+notify_reload_min=253
 
 # Exit codes (also in --help).
 E_USAGE=2 E_PORT=3 E_CERTBOT=4 E_START=5 E_HEALTH=6
@@ -55,7 +60,9 @@ Installs callbridge as a systemd service with a Let's Encrypt certificate:
      it to $tls_dir and reloads the service (SIGHUP) after every renewal
   4. validates the configuration as the service user (callbridge check-config)
   5. installs the binary to $bin_path (the previous one is kept as
-     $bin_path.prev) and the unit to $unit_path
+     $bin_path.prev) and the unit to $unit_path; with systemd >= $notify_reload_min
+     also the drop-in $dropin_path
+     (Type=notify-reload), which is removed again on older systemd
   6. enables and (re)starts the service, checks https://DOMAIN/health
 A failed step leaves nothing newly enabled: a fresh install is disabled
 again, an upgrade goes back to the previous binary.
@@ -446,6 +453,13 @@ rollback() {
     fi
 }
 
+# systemd's version number from `systemctl --version` (0 when unknown).
+systemd_version() {
+    local v
+    v="$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p')"
+    echo "${v:-0}"
+}
+
 restarted=0
 install_and_start() {
     local changed=0
@@ -472,11 +486,31 @@ install_and_start() {
         echo "    (set -a; . $env_file; set +a; exec setpriv --reuid=$svc_user --regid=$svc_user --init-groups -- $bin_path serve)"
         return
     fi
+    local unit_changed=0 version dropin="$repo/systemd/callbridge.service.d/notify-reload.conf"
     if [ "$dry_run" = 0 ] && cmp -s "$repo/systemd/callbridge.service" "$unit_path" 2>/dev/null; then
         log "$unit_path is up to date"
     else
         log "installing $unit_path"
         run install -m 0644 -o root -g root "$repo/systemd/callbridge.service" "$unit_path"
+        unit_changed=1
+    fi
+    version="$(systemd_version)"
+    if [ "$version" -ge "$notify_reload_min" ]; then
+        if [ "$dry_run" = 0 ] && cmp -s "$dropin" "$dropin_path" 2>/dev/null; then
+            log "$dropin_path is up to date (systemd $version: Type=notify-reload)"
+        else
+            log "installing $dropin_path (systemd $version: Type=notify-reload)"
+            run install -d -m 0755 -o root -g root "$dropin_dir"
+            run install -m 0644 -o root -g root "$dropin" "$dropin_path"
+            unit_changed=1
+        fi
+    elif [ -e "$dropin_path" ]; then
+        log "removing $dropin_path (systemd $version has no Type=notify-reload; plain Type=notify)"
+        run rm -f "$dropin_path"
+        run rmdir --ignore-fail-on-non-empty "$dropin_dir"
+        unit_changed=1
+    fi
+    if [ "$unit_changed" = 1 ]; then
         run systemctl daemon-reload
         changed=1
     fi

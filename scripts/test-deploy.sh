@@ -4,8 +4,11 @@
 #
 #  1. shellcheck on every script in scripts/
 #  2. systemd-analyze verify (clean) and security --offline=yes (exposure
-#     at most 2.0) on systemd/callbridge.service; the env template names every
-#     variable of the README's configuration table
+#     at most 1.4) on systemd/callbridge.service, alone and with the
+#     Type=notify-reload drop-in (callbridge.service.d/notify-reload.conf),
+#     the latter with systemd-analyze >= 253 (on Debian 12, bookworm-
+#     backports' one, unpacked in the temp dir); the env template names
+#     every variable of the README's configuration table
 #  3. deploy.sh: --help, --dry-run changes nothing, clear failures for not
 #     root, missing domain, busy HTTP-01 port and a failing certbot
 #  4. pebble (Debian's package, throwaway CA, PEBBLE_VA_ALWAYS_VALID=1) on
@@ -17,13 +20,19 @@
 #     --force-renewal` runs the installed hook, which copies the new
 #     certificate and sends SIGHUP: the daemon must serve the new serial
 #     while the dialer's WebSocket stays open
-#  6. the full deploy.sh (user, env file, binary, unit, start, health,
-#     re-run, upgrade, rollback of a failed upgrade, failed check-config) in
-#     a private mount namespace over copies of /etc, /usr/local and /var/log,
+#  6. testssl.sh (Debian's package) against that daemon on loopback:
+#     protocols, cipher categories, server cipher order, forward secrecy and
+#     vulnerabilities (`--fast -p -s -P -f -U`); any HIGH or CRITICAL finding
+#     fails. Not -S: the certificate is pebble's test certificate, whose
+#     trust, lifetime and revocation findings say nothing about the daemon.
+#  7. the full deploy.sh (user, env file, binary, unit, the notify-reload
+#     drop-in on systemd >= 253 and not below, start, health, re-run,
+#     upgrade, rollback of a failed upgrade, failed check-config) in a
+#     private mount namespace over copies of /etc, /usr/local and /var/log,
 #     with a stand-in systemctl (systemd need not be PID 1)
 #
-# Needs root (the hook sets owners) and apt for pebble, certbot and shellcheck
-# when missing. Changes nothing outside a temp dir except those packages.
+# Needs root (the hook sets owners) and apt for pebble, certbot, shellcheck
+# and testssl.sh when missing. Changes nothing outside a temp dir except those packages.
 # Usage: scripts/test-deploy.sh    (env CALLBRIDGE_BIN: use this binary
 # instead of `cargo build --bins`; KEEP_TMP=1: keep the temp dir)
 set -euo pipefail
@@ -47,13 +56,16 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3)
+command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
 [ -x /bin/kill ] || missing+=(procps)   # the unit's ExecReload=/bin/kill
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-ok "pebble, certbot $(certbot --version 2>&1 | awk '{print $2}'), shellcheck $(shellcheck --version | awk '/^version/{print $2}'), $(systemd-analyze --version | head -n1)"
+# Debian installs it as testssl, upstream as testssl.sh.
+testssl="$(command -v testssl || command -v testssl.sh)"
+ok "pebble, certbot $(certbot --version 2>&1 | awk '{print $2}'), shellcheck $(shellcheck --version | awk '/^version/{print $2}'), $(systemd-analyze --version | head -n1), testssl $("$testssl" --version 2>/dev/null | sed -n 's/.*testssl *\([0-9][0-9.]*\).*/\1/p' | head -n1)"
 
 # ------------------------------------------------------------- the binary
 if [ -n "${CALLBRIDGE_BIN:-}" ]; then
@@ -103,20 +115,76 @@ ok "shellcheck $(echo scripts/*.sh)"
 # ------------------------------------------------------------- systemd unit
 step "systemd unit"
 unit="$repo/systemd/callbridge.service"
-# verify checks that ExecStart= exists: point it at the binary under test.
-mkdir -p "$tmp/unit"
-sed "s#/usr/local/bin/callbridge#$bin#g" "$unit" >"$tmp/unit/callbridge.service"
-out="$(systemd-analyze verify "$tmp/unit/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify"; }
+dropin="$repo/systemd/callbridge.service.d/notify-reload.conf"
+systemd_version="$(systemd-analyze --version | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p')"
+# Two variants, each in its own directory (systemd reads NAME.service.d/
+# next to the file): the unit alone (Type=notify, systemd < 253) and with
+# the drop-in (Type=notify-reload, systemd >= 253). verify checks that
+# ExecStart= exists: point it at the binary under test.
+mkdir -p "$tmp/unit/notify" "$tmp/unit/notify-reload/callbridge.service.d"
+for variant in notify notify-reload; do
+    sed "s#/usr/local/bin/callbridge#$bin#g" "$unit" >"$tmp/unit/$variant/callbridge.service"
+done
+cp "$dropin" "$tmp/unit/notify-reload/callbridge.service.d/"
+out="$(systemd-analyze verify "$tmp/unit/notify/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify"; }
 [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify is not clean"; }
-ok "systemd-analyze verify: clean"
+ok "systemd-analyze verify callbridge.service: clean"
+# The notify-reload variant needs systemd-analyze >= 253. Debian 12 has 252:
+# then bookworm-backports' systemd-analyze, downloaded and unpacked in $tmp
+# (nothing installed, the host's apt configuration untouched).
+backports_systemd_analyze() { # prints a command running it, or fails
+    local d="$tmp/bpo" apt_opts
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/root"
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$d/sources.list"
+    apt_opts=(-qq -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update >/dev/null 2>&1 || return 1
+    (cd "$d" && apt-get "${apt_opts[@]}" download systemd/bookworm-backports libsystemd-shared/bookworm-backports) >/dev/null 2>&1 || return 1
+    local deb
+    for deb in "$d"/*.deb; do dpkg-deb -x "$deb" "$d/root" || return 1; done
+    [ -x "$d/root/usr/bin/systemd-analyze" ] || return 1
+    printf '#!/bin/bash\nexport LD_LIBRARY_PATH=%q\nexec %q "$@"\n' "$d/root/usr/lib/x86_64-linux-gnu/systemd" "$d/root/usr/bin/systemd-analyze" >"$d/systemd-analyze"
+    chmod 0755 "$d/systemd-analyze"
+    "$d/systemd-analyze" --version >/dev/null 2>&1 || return 1
+    echo "$d/systemd-analyze"
+}
+analyze_new=""
+if [ "$systemd_version" -ge 253 ]; then
+    analyze_new=systemd-analyze
+elif grep -qx 'VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null && [ "$(dpkg --print-architecture)" = amd64 ]; then
+    analyze_new="$(backports_systemd_analyze)" || analyze_new=""
+fi
+if [ -n "$analyze_new" ]; then
+    out="$("$analyze_new" verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
+    [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
+    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean ($("$analyze_new" --version | head -n1))"
+else
+    # Only this systemd, which predates the type: the one complaint allowed
+    # is that it does not know it (deploy.sh installs the drop-in only on
+    # >= 253).
+    out="$(systemd-analyze verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
+    rest="$(grep -v 'notify-reload.conf:[0-9]*: Failed to parse service type, ignoring: notify-reload$' <<<"$out" || true)"
+    [ -z "$rest" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
+    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean but for Type=notify-reload, unknown to systemd $systemd_version (no systemd-analyze >= 253 at hand)"
+fi
 
-limit=2.0
-out="$(systemd-analyze security --offline=yes "$unit" 2>&1)" || true
-exposure="$(sed -n 's/.*Overall exposure level for callbridge.service: \([0-9.]*\).*/\1/p' <<<"$out")"
-[ -n "$exposure" ] || { echo "$out" >&2; fail "no exposure level in systemd-analyze security output"; }
-awk -v e="$exposure" -v l="$limit" 'BEGIN { exit !(e <= l) }' \
-    || { echo "$out" >&2; fail "exposure $exposure is above $limit"; }
-ok "systemd-analyze security --offline=yes systemd/callbridge.service: exposure $exposure (limit $limit)"
+limit=1.4
+for variant in notify notify-reload; do
+    analyze=systemd-analyze
+    [ "$variant" = notify ] || analyze="${analyze_new:-systemd-analyze}"
+    out="$("$analyze" security --offline=yes "$tmp/unit/$variant/callbridge.service" 2>&1)" || true
+    exposure="$(sed -n 's/.*Overall exposure level for callbridge.service: \([0-9.]*\).*/\1/p' <<<"$out")"
+    [ -n "$exposure" ] || { echo "$out" >&2; fail "no exposure level in systemd-analyze security output ($variant)"; }
+    awk -v e="$exposure" -v l="$limit" 'BEGIN { exit !(e <= l) }' \
+        || { echo "$out" >&2; fail "exposure $exposure ($variant) is above $limit"; }
+    ok "systemd-analyze security --offline=yes, Type=$variant: exposure $exposure (limit $limit; $("$analyze" --version | head -n1))"
+done
+grep -qx 'ProcSubset=pid' "$unit" || fail "unit lacks ProcSubset=pid"
+grep -qx 'Type=notify-reload' "$dropin" || fail "drop-in lacks Type=notify-reload"
+grep -qx 'ExecReload=' "$dropin" || fail "drop-in does not clear ExecReload= (systemd sends SIGHUP itself)"
+if grep -q '^ReloadSignal=' "$dropin" && ! grep -qx 'ReloadSignal=SIGHUP' "$dropin"; then
+    fail "drop-in: the daemon reloads on SIGHUP only"
+fi
 grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE' "$unit" || fail "unit lacks AmbientCapabilities=CAP_NET_BIND_SERVICE"
 grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE' "$unit" || fail "unit's bounding set is not CAP_NET_BIND_SERVICE alone"
 # shellcheck disable=SC2016 # $MAINPID is literal unit text
@@ -340,6 +408,32 @@ until_ok 10 grep -q '"event":"after-renewal"' "$tmp/listen.out" \
 curl_cb "$base/health" >/dev/null || fail "/health over the new certificate"
 ok "the dialer's WebSocket stayed open and still receives; new connections get $serial2"
 
+# ----------------------------------------------------------------- testssl
+# The TLS configuration as a scanner sees it, on loopback only (an IP, no
+# DNS lookups). No -S (server defaults): those rate pebble's certificate,
+# not the daemon.
+step "testssl.sh against the daemon"
+scan_started=$SECONDS
+"$testssl" --fast --quiet --color 0 --warnings batch --nodns none --connect-timeout 10 --openssl-timeout 10 \
+    -p -s -P -f -U --jsonfile "$tmp/testssl.json" "127.0.0.1:$port" >"$tmp/testssl.log" 2>&1 \
+    || { cat "$tmp/testssl.log" >&2; fail "testssl.sh did not complete"; }
+findings="$(python3 - "$tmp/testssl.json" <<'PY'
+import json, sys
+found = json.load(open(sys.argv[1]))
+if isinstance(found, dict):  # --jsonfile-pretty layout
+    found = [f for scan in found.get("scanResult", []) for part in scan.values() if isinstance(part, list) for f in part]
+ids = {f.get("id") for f in found}
+if "cipher_order" not in ids:
+    print("no cipher_order finding: the scan did not check the server's cipher order")
+for f in found:
+    if f.get("severity") in ("HIGH", "CRITICAL"):
+        print(f'{f["severity"]} {f["id"]}: {f["finding"]}')
+PY
+)" || fail "could not read $tmp/testssl.json"
+[ -z "$findings" ] || { cat "$tmp/testssl.log" >&2; echo "$findings" >&2; fail "testssl.sh: HIGH or CRITICAL findings (above)"; }
+kill -0 "$serve_pid" 2>/dev/null || fail "the daemon exited during the scan"
+ok "testssl.sh --fast -p -s -P -f -U: no HIGH or CRITICAL finding, server cipher order ($((SECONDS - scan_started)) s)"
+
 # --------------------------------------------- full install, private mounts
 # deploy.sh without --cert-only creates a user and writes /etc, /usr/local,
 # /var/log and talks to systemd. It runs here in a private mount namespace
@@ -403,6 +497,7 @@ case "${1:-}" in
     stop) stop ;;
     reload) kill -HUP "$(pid)" ;;
     show) cat "$state/since" 2>/dev/null || echo n/a ;;
+    --version) echo "systemd $(cat "$state/version" 2>/dev/null || echo 252) (stand-in)" ;;
     *) echo "fake systemctl: unsupported: $*" >&2; exit 1 ;;
 esac
 EOF
@@ -453,6 +548,22 @@ EOF
 exec /usr/local/lib/callbridge-test/callbridge "$@"
 EOF
     chmod 0755 "$tmp/callbridge-v2" "$tmp/callbridge-bad"
+    # systemd 257 (>= 253): the notify-reload drop-in goes in.
+    mkdir -p "$state"
+    echo 257 >"$state/version"
+    local dropin=/etc/systemd/system/callbridge.service.d/notify-reload.conf
+
+    # --dry-run with systemd: the plan names the unit and the drop-in, and
+    # nothing is written.
+    out="$(deploy_full "$bin" --dry-run)" || { echo "$out" >&2; fail "deploy.sh --dry-run (fake systemd)"; }
+    grep -q 'install .*notify-reload.conf' <<<"$out" || { echo "$out" >&2; fail "--dry-run does not plan the notify-reload drop-in on systemd 257"; }
+    if [ -e /etc/systemd/system/callbridge.service ] || [ -e "$dropin" ] || [ -e /usr/local/bin/callbridge ]; then
+        fail "--dry-run (fake systemd) installed something"
+    fi
+    if grep -qvxE -- '--version|is-(enabled|active) callbridge' "$state/calls"; then
+        fail "--dry-run (fake systemd) ran: $(grep -vxE -- '--version|is-(enabled|active) callbridge' "$state/calls")"
+    fi
+    ok "--dry-run on systemd 257 plans the unit and the notify-reload drop-in, changes nothing"
 
     # A fresh install whose daemon does not start is left disabled and stopped.
     rc=0; out="$(deploy_full "$tmp/callbridge-bad")" || rc=$?
@@ -476,12 +587,13 @@ EOF
     [ "$(stat -c '%a' /usr/local/bin/callbridge)" = 755 ] || fail "binary mode"
     cmp -s /usr/local/bin/callbridge "$bin" || fail "binary not installed"
     cmp -s /etc/systemd/system/callbridge.service "$repo/systemd/callbridge.service" || fail "unit not installed"
+    cmp -s "$dropin" "$repo/systemd/callbridge.service.d/notify-reload.conf" || fail "systemd 257: notify-reload drop-in not installed"
     grep -qx "CALLBRIDGE_TELNYX_PUBLIC_KEY=$telnyx_key" /etc/callbridge/callbridge.env || fail "Telnyx key not in the env file"
     grep -qE '^CALLBRIDGE_JWT_SECRET=[0-9a-f]{64}$' /etc/callbridge/callbridge.env || fail "no generated JWT secret"
     grep -qE '^CALLBRIDGE_ADMIN_TOKEN=[0-9a-f]{64}$' /etc/callbridge/callbridge.env || fail "no generated admin token"
     grep -qx 'CALLBRIDGE_TLS_KEY=/etc/callbridge/tls/privkey.pem' /etc/callbridge/callbridge.env || fail "TLS key path"
     [ -x /usr/local/lib/callbridge/certbot-deploy-hook.sh ] || fail "hook not in /usr/local/lib/callbridge"
-    ok "install: user callbridge, /etc/callbridge (env 0600, key 0640 root:callbridge), binary, unit, enabled, running as callbridge, healthy"
+    ok "install: user callbridge, /etc/callbridge (env 0600, key 0640 root:callbridge), binary, unit + notify-reload drop-in (systemd 257), enabled, running as callbridge, healthy"
 
     # A renewal: the installed hook reloads through systemctl; same process,
     # new certificate.
@@ -503,6 +615,7 @@ EOF
     grep -q 'exists, keeping it' <<<"$out" || fail "second run did not keep the env file"
     grep -q 'already this version' <<<"$out" || fail "second run reinstalled the same binary"
     grep -q 'not restarting' <<<"$out" || { echo "$out" >&2; fail "second run restarted the service"; }
+    grep -q 'notify-reload.conf is up to date' <<<"$out" || { echo "$out" >&2; fail "second run did not find the drop-in up to date"; }
     [ "$(cat "$state/pid")" = "$pid1" ] || fail "second run restarted the daemon"
     [ "$(sha256sum /etc/callbridge/callbridge.env)" = "$sum" ] || fail "second run changed the env file"
     ok "re-run: env file, binary and running daemon untouched"
@@ -523,6 +636,18 @@ EOF
     [ -e "$state/enabled" ] || fail "bad upgrade: service disabled"
     [ ! -e /usr/local/bin/callbridge.new ] || fail "staged binary left behind"
     ok "bad upgrade: exit 5, previous binary restored and running"
+
+    # systemd older than 253 (a downgrade, or the unit copied to such a
+    # host): the drop-in goes, the service restarts as Type=notify.
+    echo 252 >"$state/version"
+    pid2="$(cat "$state/pid")"
+    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "deploy on systemd 252"; }
+    grep -q "removing $dropin" <<<"$out" || { echo "$out" >&2; fail "systemd 252: drop-in not removed"; }
+    if [ -e "$dropin" ] || [ -e "${dropin%/*}" ]; then fail "systemd 252: $dropin or its directory left behind"; fi
+    [ "$(cat "$state/pid")" != "$pid2" ] || fail "systemd 252: unit changed but the service was not restarted"
+    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "re-run on systemd 252"; }
+    grep -q 'not restarting' <<<"$out" || { echo "$out" >&2; fail "re-run on systemd 252 restarted the service"; }
+    ok "systemd 252: notify-reload drop-in removed, restarted once, re-run leaves it alone"
 
     # An unusable configuration stops before anything is replaced.
     sed -i 's/^CALLBRIDGE_TELNYX_PUBLIC_KEY=.*/CALLBRIDGE_TELNYX_PUBLIC_KEY=/' /etc/callbridge/callbridge.env

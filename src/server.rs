@@ -45,9 +45,14 @@ pub enum RunError {
 
 /// Stable name of this service: host and the address it listens on.
 fn service_name(listen: std::net::SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    // uname(2)'s nodename, the same name /proc/sys/kernel/hostname shows,
+    // without /proc: the unit hides it (ProcSubset=pid).
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let host = match host.trim() {
+        "" => "localhost",
+        h => h,
+    };
     format!("{host}:{listen}")
 }
 
