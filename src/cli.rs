@@ -577,11 +577,6 @@ fn read_payload(path: &Path) -> Result<Value, CliError> {
     }
 }
 
-/// WebSocket close code of a normal end of the session (RFC 6455 §7.4.1).
-const CLOSE_NORMAL: u16 = 1000;
-/// What a close frame without a code reports as (RFC 6455 §7.4.1).
-const CLOSE_NO_STATUS: u16 = 1005;
-
 async fn listen(url: &str, token: &str, ca: Option<&Path>, since: Option<u64>) -> CliResult {
     let ca_err = |e: &dyn std::fmt::Display| CliError::usage(format!("--ca: {e}"));
     let ca_pem = ca.map(std::fs::read).transpose().map_err(|e| ca_err(&e))?;
@@ -605,9 +600,9 @@ async fn listen(url: &str, token: &str, ca: Option<&Path>, since: Option<u64>) -
             Message::Close(frame) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((CLOSE_NO_STATUS, String::new()));
+                    .unwrap_or((crate::protocol::close::NO_STATUS, String::new()));
                 let closed = CliError::Closed(format!("{code} {reason}"));
-                if code != CLOSE_NORMAL {
+                if code != crate::protocol::close::NORMAL {
                     return Err(closed);
                 }
                 // A normal close is the end of the session, not a failure.

@@ -19,6 +19,9 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A WebSocket protocol violation by the client (RFC 6455).
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Never sent: what a close frame without a code reports (RFC 6455
+    /// §7.4.1); `callbridge listen` reads it so.
+    pub const NO_STATUS: u16 = 1005;
     /// Never sent: recorded in logs when the peer vanished without a close.
     pub const ABNORMAL: u16 = 1006;
     /// A text frame that is not UTF-8 (RFC 6455).
