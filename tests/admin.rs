@@ -9,7 +9,6 @@ use callbridge::client::{HttpResponse, Wss};
 use common::*;
 use serde_json::{json, Value};
 
-const SILENCE: Duration = Duration::from_millis(400);
 const N1: &str = "+15551230001";
 const OUTSIDE: &str = "+15559990000";
 

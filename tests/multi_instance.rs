@@ -11,17 +11,7 @@ use common::*;
 use serde_json::json;
 
 fn uri() -> Option<String> {
-    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run scripts/test.sh"
-            );
-            eprintln!("CALLBRIDGE_TEST_MONGODB_URI not set: multi-instance tests not run");
-            None
-        }
-    }
+    mongo_required("multi-instance tests")
 }
 
 /// An instance on the shared database; all share keys and certificates.

@@ -4,14 +4,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use base64::Engine as _;
 use callbridge::client::Wss;
 use common::*;
 use serde_json::{json, Value};
-
-const SILENCE: Duration = Duration::from_millis(400);
 
 const N1: &str = "+15551230001";
 const N2: &str = "+15551230002";

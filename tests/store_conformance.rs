@@ -4,6 +4,8 @@
 //!
 //! In CI the MongoDB half fails when the URI is missing; it never skips there.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,24 +14,14 @@ use callbridge::store::mongo::MongoStore;
 use callbridge::store::{
     CallInfo, CallState, Ingest, IngestOutcome, Role, Status, Store, StoredEvent, Transition, User,
 };
+use common::mongo_required;
 use serde_json::json;
 
 const HISTORY: Duration = Duration::from_secs(24 * 3600);
 
+/// The URI of the MongoDB half; `None`: not run (see `common::mongo`).
 fn mongo_uri() -> Option<String> {
-    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run the suite with scripts/test.sh"
-            );
-            eprintln!(
-                "CALLBRIDGE_TEST_MONGODB_URI not set: MongoDB half not run (use scripts/test.sh)"
-            );
-            None
-        }
-    }
+    mongo_required("the MongoDB half of the store conformance suite")
 }
 
 async fn mongo_store(db: &str) -> MongoStore {
