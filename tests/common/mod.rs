@@ -3,6 +3,7 @@
 //! (tokio-tungstenite over rustls), and webhooks signed as Telnyx signs them.
 #![allow(dead_code)]
 
+pub mod edges;
 pub mod mongo;
 pub mod process;
 

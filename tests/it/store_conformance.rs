@@ -4,17 +4,15 @@
 //!
 //! In CI the MongoDB half fails when the URI is missing; it never skips there.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::mongo_required;
 use callbridge::store::memory::MemoryStore;
 use callbridge::store::mongo::MongoStore;
 use callbridge::store::{
     CallInfo, CallState, Ingest, IngestOutcome, Role, Status, Store, StoredEvent, Transition, User,
 };
-use common::mongo_required;
 use serde_json::json;
 
 const HISTORY: Duration = Duration::from_secs(24 * 3600);

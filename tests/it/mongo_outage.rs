@@ -4,15 +4,13 @@
 //! (the binary path comes from `scripts/test.sh` in
 //! `CALLBRIDGE_TEST_SECANTUSD`).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::mongo::secantusd;
-use common::process::free_port;
-use common::*;
+use crate::common::mongo::secantusd;
+use crate::common::process::free_port;
+use crate::common::*;
 use serde_json::json;
 
 struct Db {

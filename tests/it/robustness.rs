@@ -4,14 +4,11 @@
 //! Every case ends with the server's connection count back where it was
 //! and new clients still served.
 
-mod common;
-mod edges;
-
 use std::time::Duration;
 
+use crate::common::edges::*;
+use crate::common::*;
 use callbridge::client::Wss;
-use common::*;
-use edges::*;
 use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

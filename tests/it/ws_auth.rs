@@ -1,11 +1,9 @@
 //! WebSocket authentication, close codes and origin checks (contract §4).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::{self, Wss};
-use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

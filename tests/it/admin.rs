@@ -1,12 +1,10 @@
 //! The admin API (`/api/*`, contract §3): bearer auth, users, presence,
 //! deletion and revocation, status counters, broadcast.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::{HttpResponse, Wss};
-use common::*;
 use serde_json::{json, Value};
 
 const N1: &str = "+15551230001";

@@ -2,16 +2,14 @@
 //! STOPPING/WATCHDOG on a NOTIFY_SOCKET this test reads), graceful shutdown
 //! with an in-flight webhook, and logs that never carry a secret.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{clean_command, free_port, signal, wait_exit};
-use common::*;
+use crate::common::process::{clean_command, free_port, signal, wait_exit};
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

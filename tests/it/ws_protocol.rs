@@ -1,12 +1,10 @@
 //! WebSocket protocol messages, resume, limits, privacy and broadcast
 //! (contract §3 `/api/broadcast` and §4).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::Wss;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

@@ -1,13 +1,11 @@
 //! Routing and per-user call state (contract §6), end to end: who receives an
 //! event, who does not, and what `activeCalls` / `snapshot` show.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::*;
 use base64::Engine as _;
 use callbridge::client::Wss;
-use common::*;
 use serde_json::{json, Value};
 
 const N1: &str = "+15551230001";

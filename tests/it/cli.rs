@@ -1,16 +1,14 @@
 //! The `callbridge` binary as a user runs it: `serve --dev`, `simulate`,
 //! `listen`, `token`, `keygen`, `check-config`, and their exit codes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::mongo_required;
-use common::process::{clean_command, free_port, signal, wait_exit};
+use crate::common::mongo_required;
+use crate::common::process::{clean_command, free_port, signal, wait_exit};
 use serde_json::Value;
 
 /// A command with a clean CALLBRIDGE_* environment.

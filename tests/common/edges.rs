@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::*;
+use super::*;
 
 pub const WEBHOOK: &str = "/webhooks/telnyx";
 

@@ -2,17 +2,15 @@
 //! (contract §3): verification, envelope checks, size limit, de-duplication,
 //! JSON errors, and delivery under concurrency.
 
-mod common;
-
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
 use callbridge::client::{self, HttpResponse, Wss};
 use callbridge::telnyx::Signer;
-use common::*;
 use serde_json::{json, Value};
 
 const WEBHOOK: &str = "/webhooks/telnyx";

@@ -1,11 +1,9 @@
 //! Event normalization (contract §5), end to end: a real Telnyx fixture is
 //! signed and posted, and the frame the routed dialer receives is checked.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
 use callbridge::client::Wss;
-use common::*;
 use serde_json::{json, Map, Value};
 
 fn fixture_dir() -> std::path::PathBuf {

@@ -2,12 +2,10 @@
 //! either reach every session of the user on both, in `seq` order, exactly
 //! once; admin actions reach sessions on both.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn uri() -> Option<String> {
