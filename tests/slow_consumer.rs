@@ -5,7 +5,6 @@
 //! with `since=0` afterwards returns every event, contiguous, then `resumed`.
 
 mod common;
-mod edges;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge::client::{Https, Wss};
+use common::edges::*;
 use common::*;
-use edges::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;

@@ -3,6 +3,13 @@
 //! (tokio-tungstenite over rustls), and webhooks signed as Telnyx signs them.
 #![allow(dead_code)]
 
+pub mod edges;
+pub mod mongo;
+pub mod process;
+
+#[allow(unused_imports)]
+pub use mongo::{mongo_required, mongo_uri};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +27,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 /// How long a test waits for a message that should come.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test listens to be sure a message does not come.
+pub const SILENCE: Duration = Duration::from_millis(400);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -239,11 +248,15 @@ impl Server {
         let mut ws = self
             .ws_raw(&format!("token={}", self.token(user)), &[])
             .await;
-        let connected = next_json(&mut ws).await;
-        assert_eq!(connected["event"], "connected", "{connected}");
-        let snapshot = next_json(&mut ws).await;
-        assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
+        let (connected, snapshot) = read_connected(&mut ws).await;
         (ws, connected, snapshot)
+    }
+
+    /// Create users with empty documents (`{}`).
+    pub async fn put_users(&self, ids: &[&str]) {
+        for id in ids {
+            self.put_user(id, json!({})).await;
+        }
     }
 
     pub async fn stop(mut self) {
@@ -266,28 +279,6 @@ impl Server {
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
-}
-
-/// The MongoDB URI the daemons of the integration tests use: set by
-/// `scripts/test.sh`, unless `CALLBRIDGE_TEST_STORE=memory` asks for the
-/// embedded store. In CI a missing URI is an error, never a silent skip.
-pub fn mongo_uri() -> Option<String> {
-    if std::env::var("CALLBRIDGE_TEST_STORE").as_deref() == Ok("memory") {
-        return None;
-    }
-    let uri = std::env::var("CALLBRIDGE_TEST_MONGODB_URI")
-        .ok()
-        .filter(|s| !s.is_empty());
-    if uri.is_none() && std::env::var("CALLBRIDGE_TEST_STORE").as_deref() == Ok("mongodb") {
-        panic!("CALLBRIDGE_TEST_STORE=mongodb but CALLBRIDGE_TEST_MONGODB_URI is not set");
-    }
-    assert!(
-        uri.is_some()
-            || std::env::var_os("CI").is_none()
-            || std::env::var_os("CALLBRIDGE_TEST_STORE").is_some(),
-        "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run the suite with scripts/test.sh"
-    );
-    uri
 }
 
 pub fn now_secs() -> i64 {
@@ -313,6 +304,30 @@ pub async fn next_json(ws: &mut Wss) -> Value {
             _ => continue,
         }
     }
+}
+
+/// Read `connected` then `snapshot`: (connected, snapshot).
+pub async fn read_connected(ws: &mut Wss) -> (Value, Value) {
+    let connected = next_json(ws).await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    let snapshot = next_json(ws).await;
+    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
+    (connected, snapshot)
+}
+
+/// The socket is open and answers a ping with a pong.
+pub async fn assert_alive(ws: &mut Wss) {
+    send_json(ws, json!({"type":"ping","data":{}})).await;
+    let pong = next_json(ws).await;
+    assert_eq!(pong["event"], "pong", "{pong}");
+}
+
+/// A server with user `id` stored as `doc`, and that user connected.
+pub async fn server_with_user(id: &str, doc: Value) -> (Server, Wss) {
+    let s = Server::start().await;
+    s.put_user(id, doc).await;
+    let (ws, _, _) = s.connect(id).await;
+    (s, ws)
 }
 
 /// Nothing but pings arrives within `d`.

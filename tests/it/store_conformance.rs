@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::mongo_required;
 use callbridge::store::memory::MemoryStore;
 use callbridge::store::mongo::MongoStore;
 use callbridge::store::{
@@ -16,20 +17,9 @@ use serde_json::json;
 
 const HISTORY: Duration = Duration::from_secs(24 * 3600);
 
+/// The URI of the MongoDB half; `None`: not run (see `common::mongo`).
 fn mongo_uri() -> Option<String> {
-    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run the suite with scripts/test.sh"
-            );
-            eprintln!(
-                "CALLBRIDGE_TEST_MONGODB_URI not set: MongoDB half not run (use scripts/test.sh)"
-            );
-            None
-        }
-    }
+    mongo_required("the MongoDB half of the store conformance suite")
 }
 
 async fn mongo_store(db: &str) -> MongoStore {

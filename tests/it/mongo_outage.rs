@@ -4,13 +4,13 @@
 //! (the binary path comes from `scripts/test.sh` in
 //! `CALLBRIDGE_TEST_SECANTUSD`).
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::mongo::secantusd;
+use crate::common::process::free_port;
+use crate::common::*;
 use serde_json::json;
 
 struct Db {
@@ -74,29 +74,9 @@ impl Drop for Db {
     }
 }
 
-fn secantusd() -> Option<PathBuf> {
-    match std::env::var("CALLBRIDGE_TEST_SECANTUSD") {
-        Ok(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_SECANTUSD is not set in CI: run the suite with scripts/test.sh"
-            );
-            eprintln!(
-                "CALLBRIDGE_TEST_SECANTUSD not set: outage tests not run (use scripts/test.sh)"
-            );
-            None
-        }
-    }
-}
-
 fn db() -> Option<Db> {
-    let bin = secantusd()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let bin = secantusd("outage tests")?;
+    let port = free_port();
     let mut db = Db {
         bin,
         port,

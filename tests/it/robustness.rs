@@ -4,16 +4,12 @@
 //! Every case ends with the server's connection count back where it was
 //! and new clients still served.
 
-mod common;
-mod edges;
-
 use std::time::Duration;
 
+use crate::common::edges::*;
+use crate::common::*;
 use callbridge::client::Wss;
-use common::*;
-use edges::*;
 use futures_util::SinkExt;
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -54,16 +50,10 @@ fn reset_on_drop(ws: &Wss) {
     ws.get_ref().get_ref().0.set_zero_linger().unwrap();
 }
 
-async fn assert_pong(ws: &mut Wss) {
-    send_json(ws, json!({"type":"ping","data":{}})).await;
-    let pong = next_json(ws).await;
-    assert_eq!(pong["event"], "pong", "{pong}");
-}
-
-async fn server_with_u1(extra: &[(&str, &str)]) -> Server {
+/// A server with users `u1` and `u2`, none connected.
+async fn server_with_users(extra: &[(&str, &str)]) -> Server {
     let s = Server::start_with(extra).await;
-    s.put_user("u1", json!({})).await;
-    s.put_user("u2", json!({})).await;
+    s.put_users(&["u1", "u2"]).await;
     s
 }
 
@@ -71,7 +61,7 @@ async fn server_with_u1(extra: &[(&str, &str)]) -> Server {
 
 #[tokio::test]
 async fn fragmented_text_message_is_reassembled() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     let (mut ws, _, _) = s.connect("u1").await;
     let (a, b) = PING.split_at(10);
     ws.send(Message::Frame(Frame::message(
@@ -90,13 +80,13 @@ async fn fragmented_text_message_is_reassembled() {
     .unwrap();
     let pong = next_json(&mut ws).await;
     assert_eq!(pong["event"], "pong", "{pong}");
-    assert_pong(&mut ws).await;
+    assert_alive(&mut ws).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn many_fragments_with_a_ping_in_between_are_reassembled() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     let (mut ws, _, _) = s.connect("u1").await;
     // One byte per fragment, a control frame (allowed by RFC 6455 §5.4)
     // in the middle; a frame split across TLS writes too.
@@ -114,13 +104,13 @@ async fn many_fragments_with_a_ping_in_between_are_reassembled() {
     }
     let pong = next_json(&mut ws).await;
     assert_eq!(pong["event"], "pong", "{pong}");
-    assert_pong(&mut ws).await;
+    assert_alive(&mut ws).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn fragmented_message_over_the_size_limit_closes_with_1009() {
-    let s = server_with_u1(&[("CALLBRIDGE_MAX_CLIENT_MESSAGE_BYTES", "4096")]).await;
+    let s = server_with_users(&[("CALLBRIDGE_MAX_CLIENT_MESSAGE_BYTES", "4096")]).await;
     let (mut ws, _, _) = s.connect("u1").await;
     // 8 fragments of 1 KB: each frame is under the limit, the message is not.
     let chunk = vec![b' '; 1024];
@@ -153,7 +143,7 @@ async fn fragmented_message_over_the_size_limit_closes_with_1009() {
 
 #[tokio::test]
 async fn client_vanishing_between_frames_is_cleaned_up() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     for (label, rst) in [("FIN", false), ("RST", true)] {
         let (ws, _, _) = s.connect("u1").await;
         // And one that has not authenticated yet.
@@ -185,7 +175,7 @@ async fn client_vanishing_between_frames_is_cleaned_up() {
 
 #[tokio::test]
 async fn client_vanishing_mid_frame_is_cleaned_up() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     let (mut bystander, _, _) = s.connect("u2").await;
     for rst in [false, true] {
         let (mut ws, _, _) = s.connect("u1").await;
@@ -202,14 +192,14 @@ async fn client_vanishing_mid_frame_is_cleaned_up() {
     write_raw(&mut ws, &[0x81, 0xfe]).await;
     drop(ws);
     wait_total(&s, 1, CLEANUP).await;
-    assert_pong(&mut bystander).await;
+    assert_alive(&mut bystander).await;
     assert_healthy(&s, "u1").await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn client_vanishing_while_the_server_writes_is_cleaned_up() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     // A client that does not read, so the server is blocked mid-write when
     // the connection resets.
     let mut ws = ws_with_rcvbuf(&s, &format!("token={}", s.token("u1")), Some(4096)).await;
@@ -233,7 +223,7 @@ async fn client_vanishing_while_the_server_writes_is_cleaned_up() {
 
 #[tokio::test]
 async fn client_stalling_mid_frame_is_closed_by_the_ping_timeout() {
-    let s = server_with_u1(&[("CALLBRIDGE_PING_INTERVAL_SECS", "1")]).await;
+    let s = server_with_users(&[("CALLBRIDGE_PING_INTERVAL_SECS", "1")]).await;
     let (mut ws, _, _) = s.connect("u1").await;
     // Half a frame, then nothing (the socket stays open, nothing is read).
     let frame = masked_frame(0x1, true, PING.as_bytes());
@@ -294,7 +284,7 @@ fn garbage_cases() -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn garbage_after_the_upgrade_closes_only_that_connection() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     let (mut bystander, _, _) = s.connect("u2").await;
     for (label, bytes) in garbage_cases() {
         for authenticated in [true, false] {
@@ -318,7 +308,7 @@ async fn garbage_after_the_upgrade_closes_only_that_connection() {
             wait_total(&s, 1, CLEANUP).await;
         }
     }
-    assert_pong(&mut bystander).await;
+    assert_alive(&mut bystander).await;
     assert_healthy(&s, "u1").await;
     s.stop().await;
 }
@@ -327,7 +317,7 @@ async fn garbage_after_the_upgrade_closes_only_that_connection() {
 /// inconsistent data), and the server stays healthy.
 #[tokio::test]
 async fn invalid_utf8_text_frame_does_not_hurt_the_server() {
-    let s = server_with_u1(&[]).await;
+    let s = server_with_users(&[]).await;
     let (mut ws, _, _) = s.connect("u1").await;
     write_raw(&mut ws, &masked_frame(0x1, true, &[0x7b, 0xff, 0xfe, 0x7d])).await;
     let (texts, end) = read_until_end(&mut ws, Duration::from_secs(5)).await;

@@ -1,32 +1,14 @@
 //! WebSocket authentication, close codes and origin checks (contract §4).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::{self, Wss};
-use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 // ------------------------------------------------------------------ helpers
-
-/// Read `connected` then `snapshot`; returns `connected`.
-async fn read_connected(ws: &mut Wss) -> Value {
-    let connected = next_json(ws).await;
-    assert_eq!(connected["event"], "connected", "{connected}");
-    let snapshot = next_json(ws).await;
-    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
-    connected
-}
-
-/// The socket is open and answers a ping.
-async fn assert_alive(ws: &mut Wss) {
-    send_json(ws, json!({"type":"ping","data":{}})).await;
-    let pong = next_json(ws).await;
-    assert_eq!(pong["event"], "pong", "{pong}");
-}
 
 /// Like `expect_close`, with a caller-chosen deadline.
 async fn close_within(ws: &mut Wss, d: Duration) -> (u16, String) {
@@ -149,7 +131,7 @@ async fn query_token_authenticates() {
     let s = Server::start().await;
     s.put_user("u1", json!({"email":"a@example.com"})).await;
     let mut ws = s.ws_raw(&format!("token={}", s.token("u1")), &[]).await;
-    let connected = read_connected(&mut ws).await;
+    let (connected, _) = read_connected(&mut ws).await;
     assert_eq!(connected["data"]["userId"], "u1");
     assert_alive(&mut ws).await;
 }
@@ -166,7 +148,7 @@ async fn authorization_header_authenticates() {
     assert_eq!(resp.status(), 101);
     // No subprotocol was offered, so none is answered.
     assert!(resp.headers().get("sec-websocket-protocol").is_none());
-    let connected = read_connected(&mut ws).await;
+    let (connected, _) = read_connected(&mut ws).await;
     assert_eq!(connected["data"]["userId"], "u1");
     assert_alive(&mut ws).await;
 }
@@ -184,7 +166,7 @@ async fn subprotocol_bearer_authenticates_and_server_answers_v1() {
     .await
     .unwrap();
     assert_eq!(subprotocol_of(&resp), "callbridge.v1");
-    let connected = read_connected(&mut ws).await;
+    let (connected, _) = read_connected(&mut ws).await;
     assert_eq!(connected["data"]["userId"], "u1");
     assert_alive(&mut ws).await;
 
@@ -294,7 +276,7 @@ async fn messages_before_auth_are_ignored() {
     expect_silence(&mut ws, Duration::from_millis(400)).await;
     // Still waiting for auth: it works afterwards.
     send_json(&mut ws, json!({"type":"auth","token":s.token("u1")})).await;
-    let connected = read_connected(&mut ws).await;
+    let (connected, _) = read_connected(&mut ws).await;
     assert_eq!(connected["data"]["userId"], "u1");
     // The pre-auth status message was not applied.
     let u = s.admin("GET", "/api/users/u1", None).await.json();
@@ -409,7 +391,7 @@ async fn revoked_tokens_are_refused_until_a_newer_token() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh = mint("u1", None, 3600);
     let mut ws = s.ws_raw(&format!("token={fresh}"), &[]).await;
-    let connected = read_connected(&mut ws).await;
+    let (connected, _) = read_connected(&mut ws).await;
     assert_eq!(connected["data"]["userId"], "u1");
     // The old one stays refused.
     let mut ws = s.ws_raw(&format!("token={old}"), &[]).await;

@@ -3,9 +3,6 @@
 //! `client_state` decoding — and a real server answers any signed body with
 //! 200 or 400, never 5xx, and stays up.
 
-mod common;
-mod edges;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -453,10 +450,10 @@ fn real_server_answers_signed_arbitrary_bodies_with_200_or_400() {
         .enable_all()
         .build()
         .unwrap();
-    let s = rt.block_on(common::Server::start());
+    let s = rt.block_on(crate::common::Server::start());
     rt.block_on(s.put_user("u1", json!({"phoneNumbers":["+15551230001"]})));
     let (ws, _, _) = rt.block_on(s.connect("u1"));
-    let poster = Mutex::new(rt.block_on(edges::Poster::connect(&s)));
+    let poster = Mutex::new(rt.block_on(crate::common::edges::Poster::connect(&s)));
     let mut config = RunnerConfig::with_cases(64);
     config.failure_persistence = None;
     let mut runner = TestRunner::new(config);
@@ -464,7 +461,7 @@ fn real_server_answers_signed_arbitrary_bodies_with_200_or_400() {
     let result = runner.run(&server_body(), |(body, well_formed)| {
         let r = rt.block_on(async {
             let mut p = poster.lock().unwrap();
-            tokio::time::timeout(common::WAIT, p.post(&s.signer, &body))
+            tokio::time::timeout(crate::common::WAIT, p.post(&s.signer, &body))
                 .await
                 .expect("webhook answered in time")
         });
@@ -497,9 +494,9 @@ fn real_server_answers_signed_arbitrary_bodies_with_200_or_400() {
         let mut ws = ws;
         let h = s.get("/health").await.expect("/health after the run");
         assert_eq!(h.status, 200);
-        common::send_json(&mut ws, json!({"type":"ping","data":{}})).await;
+        crate::common::send_json(&mut ws, json!({"type":"ping","data":{}})).await;
         loop {
-            let m = common::next_json(&mut ws).await;
+            let m = crate::common::next_json(&mut ws).await;
             if m["event"] == "pong" {
                 break;
             }
@@ -518,7 +515,7 @@ fn real_server_answers_signed_arbitrary_bodies_with_200_or_400() {
 /// unchanged.
 #[tokio::test]
 async fn store_hostile_payloads_are_stored_and_delivered() {
-    let s = common::Server::start().await;
+    let s = crate::common::Server::start().await;
     s.put_user("u1", json!({})).await;
     let (mut ws, _, _) = s.connect("u1").await;
     let mut deep = json!("bottom");
@@ -538,12 +535,12 @@ async fn store_hostile_payloads_are_stored_and_delivered() {
         ("NUL in value", json!({"v": "a\u{0}b"})),
     ];
     for (label, extra) in cases {
-        let mut p = common::call_payload(label, "+15559990000", "+15557770000");
-        p["client_state"] = json!(common::client_state_for("u1"));
+        let mut p = crate::common::call_payload(label, "+15559990000", "+15557770000");
+        p["client_state"] = json!(crate::common::client_state_for("u1"));
         for (k, v) in extra.as_object().unwrap() {
             p[k] = v.clone();
         }
-        let env = common::envelope("call.speak.ended", p.clone());
+        let env = crate::common::envelope("call.speak.ended", p.clone());
         let r = s.post_webhook(&env).await;
         assert_eq!(
             r.status,
@@ -551,7 +548,7 @@ async fn store_hostile_payloads_are_stored_and_delivered() {
             "{label}: {}",
             String::from_utf8_lossy(&r.body)
         );
-        let ev = common::next_json(&mut ws).await;
+        let ev = crate::common::next_json(&mut ws).await;
         assert_eq!(ev["id"], env["data"]["id"], "{label}");
         assert_eq!(ev["data"]["raw"], p, "{label}: raw unchanged");
     }
@@ -559,12 +556,18 @@ async fn store_hostile_payloads_are_stored_and_delivered() {
     let mut again = s
         .ws_raw(&format!("token={}&since=0", s.token("u1")), &[])
         .await;
-    assert_eq!(common::next_json(&mut again).await["event"], "connected");
+    assert_eq!(
+        crate::common::next_json(&mut again).await["event"],
+        "connected"
+    );
     for seq in 1..=7u64 {
-        let ev = common::next_json(&mut again).await;
+        let ev = crate::common::next_json(&mut again).await;
         assert_eq!(ev["seq"], seq, "{ev}");
     }
-    assert_eq!(common::next_json(&mut again).await["event"], "resumed");
+    assert_eq!(
+        crate::common::next_json(&mut again).await["event"],
+        "resumed"
+    );
     s.stop().await;
 }
 
@@ -574,7 +577,7 @@ async fn store_hostile_payloads_are_stored_and_delivered() {
 #[tokio::test]
 async fn raw_keeps_float_values_exactly() {
     use futures_util::StreamExt;
-    let s = common::Server::start().await;
+    let s = crate::common::Server::start().await;
     s.put_user("u1", json!({})).await;
     let (mut ws, _, _) = s.connect("u1").await;
     let literals = [
@@ -582,8 +585,8 @@ async fn raw_keeps_float_values_exactly() {
         "0.30000000000000004",
         "2.2250738585072014e-308",
     ];
-    let mut p = common::call_payload("c1", "+15559990000", "+15557770000");
-    p["client_state"] = json!(common::client_state_for("u1"));
+    let mut p = crate::common::call_payload("c1", "+15559990000", "+15557770000");
+    p["client_state"] = json!(crate::common::client_state_for("u1"));
     let payload_text = p.to_string();
     let extra: Vec<String> = literals
         .iter()
@@ -601,7 +604,7 @@ async fn raw_keeps_float_values_exactly() {
     let r = s.post_signed(body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let text = loop {
-        match tokio::time::timeout(common::WAIT, ws.next())
+        match tokio::time::timeout(crate::common::WAIT, ws.next())
             .await
             .unwrap()
             .unwrap()

@@ -1,15 +1,12 @@
 //! The admin API (`/api/*`, contract §3): bearer auth, users, presence,
 //! deletion and revocation, status counters, broadcast.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::{HttpResponse, Wss};
-use common::*;
 use serde_json::{json, Value};
 
-const SILENCE: Duration = Duration::from_millis(400);
 const N1: &str = "+15551230001";
 const OUTSIDE: &str = "+15559990000";
 

@@ -2,54 +2,19 @@
 //! STOPPING/WATCHDOG on a NOTIFY_SOCKET this test reads), graceful shutdown
 //! with an in-flight webhook, and logs that never carry a secret.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::process::{clean_command, free_port, signal, wait_exit};
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().expect("exit code");
-        }
-        assert!(Instant::now() < deadline, "daemon did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn serve_dev(dir: &Path, port: u16) -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CALLBRIDGE_") || k == "NOTIFY_SOCKET" || k.starts_with("WATCHDOG_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = clean_command();
     c.args(["serve", "--dev"])
         .env("CALLBRIDGE_DATA_DIR", dir)
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))

@@ -1,39 +1,20 @@
 //! WebSocket protocol messages, resume, limits, privacy and broadcast
 //! (contract §3 `/api/broadcast` and §4).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use callbridge::client::Wss;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 // ------------------------------------------------------------------ helpers
 
-const SHORT: Duration = Duration::from_millis(300);
-
-/// Read `connected` then `snapshot`.
-async fn read_connected(ws: &mut Wss) -> (Value, Value) {
-    let connected = next_json(ws).await;
-    assert_eq!(connected["event"], "connected", "{connected}");
-    let snapshot = next_json(ws).await;
-    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
-    (connected, snapshot)
-}
-
 async fn connect_token(s: &Server, token: &str) -> (Wss, Value, Value) {
     let mut ws = s.ws_raw(&format!("token={token}"), &[]).await;
     let (c, snap) = read_connected(&mut ws).await;
     (ws, c, snap)
-}
-
-async fn assert_alive(ws: &mut Wss) {
-    send_json(ws, json!({"type":"ping","data":{}})).await;
-    let pong = next_json(ws).await;
-    assert_eq!(pong["event"], "pong", "{pong}");
 }
 
 /// Text frames received before the close frame, and the close.
@@ -191,8 +172,8 @@ async fn status_is_stored_and_sent_to_other_connections_only() {
     assert!(changed.get("seq").is_none(), "{changed}");
     assert_ts(&changed);
     // Not echoed to the sender, not sent to another user.
-    expect_silence(&mut a, SHORT).await;
-    expect_silence(&mut other, SHORT).await;
+    expect_silence(&mut a, SILENCE).await;
+    expect_silence(&mut other, SILENCE).await;
 
     let u = s.admin("GET", "/api/users/u1", None).await.json();
     assert_eq!(u["status"], "away", "{u}");
@@ -303,14 +284,14 @@ async fn resume_with_since_query_replays_missing_events_in_order() {
     let snap = next_json(&mut ws).await;
     assert_eq!(snap["event"], "snapshot", "{snap}");
     assert_eq!(snap["data"]["activeCalls"].as_array().unwrap().len(), 5);
-    expect_silence(&mut ws, SHORT).await;
+    expect_silence(&mut ws, SILENCE).await;
 
     // Live delivery continues right after, without duplicates.
     let id6 = post_for(&s, "u1", "u1-call-6").await;
     let ev = next_json(&mut ws).await;
     assert_eq!(ev["seq"], 6, "{ev}");
     assert_eq!(ev["id"], id6.as_str(), "{ev}");
-    expect_silence(&mut ws, SHORT).await;
+    expect_silence(&mut ws, SILENCE).await;
 }
 
 #[tokio::test]
@@ -337,7 +318,7 @@ async fn resume_message_mid_session_replays_then_snapshot() {
     let (mut ws, c, _) = s.connect("u1").await;
     assert_eq!(c["data"]["lastSeq"], 5);
     // Without since, nothing is replayed.
-    expect_silence(&mut ws, SHORT).await;
+    expect_silence(&mut ws, SILENCE).await;
 
     send_json(&mut ws, json!({"type":"resume","since":3})).await;
     expect_events(&mut ws, &ids, 4, 5).await;
@@ -347,7 +328,7 @@ async fn resume_message_mid_session_replays_then_snapshot() {
     let snap = next_json(&mut ws).await;
     assert_eq!(snap["event"], "snapshot", "{snap}");
     assert_eq!(snap["data"]["activeCalls"].as_array().unwrap().len(), 5);
-    expect_silence(&mut ws, SHORT).await;
+    expect_silence(&mut ws, SILENCE).await;
 
     // Again from 0: everything, even though it was delivered before.
     send_json(&mut ws, json!({"type":"resume","since":0})).await;
@@ -391,7 +372,7 @@ async fn resume_since_at_or_beyond_last_seq_sends_no_events() {
     assert_eq!(resumed["event"], "resumed", "{resumed}");
     assert_eq!(resumed["data"]["from"], 10, "{resumed}");
     assert_eq!(next_json(&mut ws).await["event"], "snapshot");
-    expect_silence(&mut ws, SHORT).await;
+    expect_silence(&mut ws, SILENCE).await;
 }
 
 #[tokio::test]
@@ -577,8 +558,8 @@ async fn broadcast_to_listed_users_only() {
     assert!(m.get("seq").is_none(), "custom messages carry no seq: {m}");
     assert!(m.get("id").is_none(), "custom messages carry no id: {m}");
     assert_ts(&m);
-    expect_silence(&mut b, SHORT).await;
-    expect_silence(&mut a, SHORT).await;
+    expect_silence(&mut b, SILENCE).await;
+    expect_silence(&mut a, SILENCE).await;
 
     // Delivered counts connections, not users.
     let (mut a2, _, _) = s.connect("u1").await;
@@ -586,7 +567,7 @@ async fn broadcast_to_listed_users_only() {
     assert_eq!(r.json(), json!({"delivered":2}));
     assert_eq!(next_json(&mut a).await["event"], "memo");
     assert_eq!(next_json(&mut a2).await["event"], "memo");
-    expect_silence(&mut b, SHORT).await;
+    expect_silence(&mut b, SILENCE).await;
 
     // A user with no connection: delivered 0.
     let r = broadcast(&s, json!({"userIds":["ghost"],"event":"memo","data":{}})).await;
@@ -619,7 +600,7 @@ async fn broadcast_all_reaches_everyone() {
     assert_eq!(next_json(&mut pending).await["event"], "auth-required");
     let r = broadcast(&s, json!({"all":true,"event":"again","data":{}})).await;
     assert_eq!(r.json(), json!({"delivered":2}));
-    expect_silence(&mut pending, SHORT).await;
+    expect_silence(&mut pending, SILENCE).await;
 }
 
 #[tokio::test]
@@ -672,7 +653,7 @@ async fn broadcast_bad_bodies_are_400_json() {
         assert!(j["error"].is_string(), "{what}: {j}");
         assert!(j["message"].is_string(), "{what}: {j}");
     }
-    expect_silence(&mut a, SHORT).await;
+    expect_silence(&mut a, SILENCE).await;
 
     // Without the admin token: 401.
     let r = s
@@ -685,5 +666,5 @@ async fn broadcast_bad_bodies_are_400_json() {
         .await;
     assert_eq!(r.status, 401);
     assert!(r.json()["error"].is_string());
-    expect_silence(&mut a, SHORT).await;
+    expect_silence(&mut a, SILENCE).await;
 }

@@ -1,17 +1,12 @@
 //! Routing and per-user call state (contract §6), end to end: who receives an
 //! event, who does not, and what `activeCalls` / `snapshot` show.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
 use callbridge::client::Wss;
-use common::*;
 use serde_json::{json, Value};
-
-const SILENCE: Duration = Duration::from_millis(400);
 
 const N1: &str = "+15551230001";
 const N2: &str = "+15551230002";

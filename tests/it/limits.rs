@@ -3,13 +3,10 @@
 //! and WebSocket keep-alive pings (contract §2 `CALLBRIDGE_PING_INTERVAL_SECS`:
 //! "a connection silent for 2 intervals is closed").
 
-mod common;
-mod edges;
-
 use std::time::Duration;
 
-use common::*;
-use edges::*;
+use crate::common::edges::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

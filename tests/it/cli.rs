@@ -3,30 +3,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::common::mongo_required;
+use crate::common::process::{clean_command, free_port, signal, wait_exit};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_callbridge");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A command with a clean CALLBRIDGE_* environment.
 fn cmd(data_dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CALLBRIDGE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = clean_command();
     c.env("CALLBRIDGE_DATA_DIR", data_dir);
     c
 }
@@ -54,26 +41,6 @@ fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String
             return line;
         }
     }
-}
-
-fn terminate(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM failed");
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited with a code, not a signal");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("process did not exit in 30 s");
 }
 
 #[test]
@@ -141,7 +108,7 @@ fn dev_quick_tour_serve_simulate_listen() {
     assert!(sim.status.success());
 
     // SIGTERM: the daemon closes sockets with 1001 and exits 0.
-    terminate(&serve);
+    signal(&serve, "-TERM");
     assert_eq!(wait_exit(&mut serve), 0, "serve exit code");
     let closed = wait_line(&l_err, |l| l.starts_with("closed:"));
     assert!(closed.starts_with("closed: 1001"), "{closed}");
@@ -160,7 +127,7 @@ fn dev_quick_tour_serve_simulate_listen() {
     let out2 = lines(again.stdout.take().unwrap());
     wait_line(&out2, |l| l.trim_start().starts_with("callbridge listen "));
     assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
-    terminate(&again);
+    signal(&again, "-TERM");
     assert_eq!(wait_exit(&mut again), 0);
 }
 
@@ -319,15 +286,8 @@ fn check_config_reports_mongodb_reachability_and_indexes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MongoDB not reachable"));
 
-    let uri = match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_MONGODB_URI missing in CI"
-            );
-            return;
-        }
+    let Some(uri) = mongo_required("check-config against a reachable MongoDB") else {
+        return;
     };
     let db = format!("cc{}", uuid::Uuid::new_v4().simple());
     let check = || {

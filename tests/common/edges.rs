@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::*;
+use super::*;
 
 pub const WEBHOOK: &str = "/webhooks/telnyx";
 
@@ -113,15 +113,6 @@ pub async fn ws_with_rcvbuf(s: &Server, query: &str, rcvbuf: Option<u32>) -> Wss
         .await
         .expect("WebSocket upgrade")
         .0
-}
-
-/// Read `connected` and `snapshot`.
-pub async fn read_connected(ws: &mut Wss) -> (Value, Value) {
-    let connected = next_json(ws).await;
-    assert_eq!(connected["event"], "connected", "{connected}");
-    let snapshot = next_json(ws).await;
-    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
-    (connected, snapshot)
 }
 
 /// How a WebSocket ended, from the client's side.

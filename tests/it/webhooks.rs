@@ -2,22 +2,19 @@
 //! (contract §3): verification, envelope checks, size limit, de-duplication,
 //! JSON errors, and delivery under concurrency.
 
-mod common;
-
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
 use callbridge::client::{self, HttpResponse, Wss};
 use callbridge::telnyx::Signer;
-use common::*;
 use serde_json::{json, Value};
 
 const WEBHOOK: &str = "/webhooks/telnyx";
 const MIB: usize = 1 << 20;
-const SILENCE: Duration = Duration::from_millis(400);
 
 // ------------------------------------------------------------------ helpers
 
@@ -44,14 +41,11 @@ async fn post_signed_at(s: &Server, signer: &Signer, ts: i64, body: &[u8]) -> Ht
 
 /// A user `u1` owning +15551230001, connected.
 async fn server_with_u1() -> (Server, Wss) {
-    let s = Server::start().await;
-    s.put_user(
+    server_with_user(
         "u1",
         json!({"email":"u1@example.com","phoneNumbers":["+15551230001"]}),
     )
-    .await;
-    let (ws, _, _) = s.connect("u1").await;
-    (s, ws)
+    .await
 }
 
 fn inbound_to_u1(call: &str) -> Value {

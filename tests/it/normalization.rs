@@ -1,16 +1,10 @@
 //! Event normalization (contract §5), end to end: a real Telnyx fixture is
 //! signed and posted, and the frame the routed dialer receives is checked.
 
-mod common;
-
-use std::time::Duration;
-
+use crate::common::*;
 use base64::Engine as _;
 use callbridge::client::Wss;
-use common::*;
 use serde_json::{json, Map, Value};
-
-const SILENCE: Duration = Duration::from_millis(300);
 
 fn fixture_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telnyx")
@@ -28,10 +22,7 @@ fn b64(s: &str) -> String {
 
 /// A server with user `u1` (no numbers, so only client_state routes to it) connected.
 async fn server_with_u1() -> (Server, Wss) {
-    let s = Server::start().await;
-    s.put_user("u1", json!({"email":"u1@example.com"})).await;
-    let (ws, _, _) = s.connect("u1").await;
-    (s, ws)
+    server_with_user("u1", json!({"email":"u1@example.com"})).await
 }
 
 /// Post `env` and return the frame u1 receives; checks the ack.
@@ -374,11 +365,7 @@ async fn dtmf_machine_and_gather_values() {
 
 /// A call payload to u1's number (+15551230001), routed by number.
 async fn server_with_u1_number() -> (Server, Wss) {
-    let s = Server::start().await;
-    s.put_user("u1", json!({"phoneNumbers":["+15551230001"]}))
-        .await;
-    let (ws, _, _) = s.connect("u1").await;
-    (s, ws)
+    server_with_user("u1", json!({"phoneNumbers":["+15551230001"]})).await
 }
 
 #[tokio::test]

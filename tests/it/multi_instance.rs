@@ -2,26 +2,14 @@
 //! either reach every session of the user on both, in `seq` order, exactly
 //! once; admin actions reach sessions on both.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn uri() -> Option<String> {
-    match std::env::var("CALLBRIDGE_TEST_MONGODB_URI") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CALLBRIDGE_TEST_MONGODB_URI is not set in CI: run scripts/test.sh"
-            );
-            eprintln!("CALLBRIDGE_TEST_MONGODB_URI not set: multi-instance tests not run");
-            None
-        }
-    }
+    mongo_required("multi-instance tests")
 }
 
 /// An instance on the shared database; all share keys and certificates.
