@@ -13,8 +13,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::close;
 use crate::domain::{Control, StoredEvent};
+use crate::protocol::close;
 use crate::store::FeedItem;
 
 /// Frames a session may have queued before it counts as a slow consumer.

@@ -6,8 +6,8 @@
 //! 5. the `CALLBRIDGE_UNROUTED` policy.
 
 use crate::config::UnroutedPolicy;
-use crate::normalize::Normalized;
 use crate::domain::Role;
+use crate::normalize::Normalized;
 use crate::store::{Store, StoreResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

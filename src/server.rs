@@ -169,8 +169,7 @@ pub async fn serve(
         app.tracker.spawn(
             async move {
                 let _permit = permit;
-                let Some(tls) =
-                    tls_handshake(&acceptor, tcp, &handshakes, handshake_timeout).await
+                let Some(tls) = tls_handshake(&acceptor, tcp, &handshakes, handshake_timeout).await
                 else {
                     return;
                 };

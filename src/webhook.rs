@@ -10,12 +10,12 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::clock::now_ms;
+use crate::domain::{Ingest, IngestOutcome};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::normalize::{normalize, Normalized};
 use crate::routing::{self, mask_phone, Rule};
-use crate::clock::now_ms;
-use crate::domain::{Ingest, IngestOutcome};
 use crate::store::StoreError;
 
 /// Largest webhook body accepted (contract §3: 413 above 1 MiB).

@@ -67,5 +67,8 @@ async fn handle(app: Arc<App>, body: Bytes) -> Result<Response> {
     // `delivered` counts this instance's connections; other instances
     // deliver through the store's feed.
     let delivered = apply_everywhere(&app, Control::Broadcast { users, frame }).await?;
-    Ok(json_reply(StatusCode::OK, &json!({ "delivered": delivered })))
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "delivered": delivered }),
+    ))
 }

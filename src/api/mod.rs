@@ -105,7 +105,11 @@ fn unmatched() -> impl Filter<Extract = (Response,), Error = std::convert::Infal
 /// Returns the local count (sockets closed / messages queued).
 async fn apply_everywhere(app: &App, control: Control) -> Result<usize> {
     let local = app.hub.apply_control(&control);
-    bounded(app.config.store_timeout, app.store.publish_control(&control)).await?;
+    bounded(
+        app.config.store_timeout,
+        app.store.publish_control(&control),
+    )
+    .await?;
     Ok(local)
 }
 

@@ -69,7 +69,8 @@ async fn put_user(app: Arc<App>, id: &str, body: Bytes) -> Result<Response> {
     };
     let stored = bounded(t, app.store.upsert_user(user)).await?;
     if stored.disabled {
-        app.hub.close_user(&stored.id, close::REVOKED, "user disabled");
+        app.hub
+            .close_user(&stored.id, close::REVOKED, "user disabled");
     }
     tracing::info!(user = %stored.id, "user upserted");
     Ok(json_reply(StatusCode::OK, &stored))
@@ -89,7 +90,9 @@ pub(super) fn get(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = R
         })
 }
 
-pub(super) fn delete(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn delete(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("users" / String)
         .and(warp::delete())
         .and(with_app(app))
@@ -105,7 +108,9 @@ async fn delete_user(app: Arc<App>, id: &str) -> Result<Response> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) fn revoke(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn revoke(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("users" / String / "revoke")
         .and(warp::post())
         .and(with_app(app))

@@ -88,8 +88,10 @@ impl UserView {
         status: Status,
         calls: impl IntoIterator<Item = &'a CallRecord>,
     ) -> Self {
-        let mut active_calls: Vec<ActiveCall> =
-            calls.into_iter().filter_map(CallRecord::active_call).collect();
+        let mut active_calls: Vec<ActiveCall> = calls
+            .into_iter()
+            .filter_map(CallRecord::active_call)
+            .collect();
         sort_active_calls(&mut active_calls);
         UserView {
             user,

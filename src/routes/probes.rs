@@ -17,7 +17,9 @@ use crate::store::bounded;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /health`: the process answers (no store round trip).
-pub(super) fn health(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn health(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("health")
         .and(warp::get())
         .and(with_app(app))
@@ -30,7 +32,9 @@ pub(super) fn health(app: Arc<App>) -> impl Filter<Extract = (Response,), Error 
 }
 
 /// `GET /ready`: 503 while draining or when the store does not answer.
-pub(super) fn ready(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn ready(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("ready")
         .and(warp::get())
         .and(with_app(app))
@@ -51,7 +55,9 @@ async fn ready_handler(app: Arc<App>) -> Response {
 }
 
 /// `GET /metrics`: OpenMetrics text.
-pub(super) fn metrics(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn metrics(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("metrics")
         .and(warp::get())
         .and(with_app(app))

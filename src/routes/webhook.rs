@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::telnyx::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::webhook::{self, Ack, MAX_BODY};
 
-pub(super) fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(super) fn route(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("webhooks" / "telnyx")
         .and(warp::post())
         .and(with_app(app))

@@ -23,7 +23,9 @@ use crate::routes::{reply, with_app};
 /// `Sec-WebSocket-Key` is 16 random bytes in base64 (RFC 6455 §4.1).
 const KEY_BYTES: usize = 16;
 
-pub(crate) fn route(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub(crate) fn route(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("ws")
         .and(warp::get())
         .and(with_app(app))
@@ -104,8 +106,7 @@ fn handshake(
         c.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
-    let upgrade_websocket =
-        header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let upgrade_websocket = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let key = header("sec-websocket-key").filter(|k| valid_key(k));
     let (Some(key), true, Some("13"), Some(on_upgrade)) = (
         key,
@@ -134,4 +135,3 @@ fn handshake(
     tokio::spawn(super::upgrade_and_run(app, on_upgrade, info));
     Ok(resp)
 }
-

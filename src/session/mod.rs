@@ -27,11 +27,11 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{AuthError, Claims, LEEWAY_SECS};
+use crate::clock::now_ms;
+use crate::domain::{StoredEvent, User};
 use crate::hub::{CloseSignal, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, Connected, ServerMessage, Snapshot, PROTOCOL_VERSION};
-use crate::clock::now_ms;
-use crate::domain::{StoredEvent, User};
 use crate::store::{bounded, StoreError};
 
 /// Events read from the store per page when replaying.
@@ -311,7 +311,10 @@ impl Session {
             }
             Err(AuthFail::Store(e)) => {
                 tracing::warn!(error = %e, "authentication could not reach the store");
-                Err(End::close(close::TRY_AGAIN_LATER, "store unavailable, retry later"))
+                Err(End::close(
+                    close::TRY_AGAIN_LATER,
+                    "store unavailable, retry later",
+                ))
             }
         }
     }
@@ -447,10 +450,7 @@ impl Session {
                 let (claims, _) = self.authenticate(&token).await?;
                 if claims.sub != self.user {
                     self.app.metrics.auth_failed(AuthError::WrongUser.reason());
-                    return Err(End::close(
-                        close::POLICY,
-                        &AuthError::WrongUser.to_string(),
-                    ));
+                    return Err(End::close(close::POLICY, &AuthError::WrongUser.to_string()));
                 }
                 expiry.as_mut().reset(expiry_instant(claims.exp));
                 tracing::info!("token refreshed");

@@ -287,7 +287,10 @@ impl Store for MemoryStore {
             .map(|p| Presence::new(p.connections.len() as u32, p.last_seen.clone()))
             .unwrap_or_default();
         let status = st.status.get(id).copied().unwrap_or_default();
-        let calls = st.calls.values().filter(|c| c.users.iter().any(|u| u == id));
+        let calls = st
+            .calls
+            .values()
+            .filter(|c| c.users.iter().any(|u| u == id));
         Ok(Some(UserView::assemble(user, presence, status, calls)))
     }
 }

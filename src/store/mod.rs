@@ -18,11 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-// TEMPORARY re-export: the integration tests still name the domain types
-// through `store`; removed once they import `callbridge::domain`.
-pub use crate::domain::{
-    sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, Control, EventsPage, Ingest,
-    IngestOutcome, Presence, Role, Status, StoredEvent, Transition, User, UserView,
+use crate::domain::{
+    Control, EventsPage, Ingest, IngestOutcome, Role, Status, StoredEvent, User, UserView,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -113,4 +110,3 @@ pub async fn bounded<T>(
         Err(_) => Err(StoreError::Timeout(limit)),
     }
 }
-

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::mongo_required;
+use callbridge::domain::{
+    CallInfo, CallState, Ingest, IngestOutcome, Role, Status, StoredEvent, Transition, User,
+};
 use callbridge::store::memory::MemoryStore;
 use callbridge::store::mongo::MongoStore;
-use callbridge::store::{
-    CallInfo, CallState, Ingest, IngestOutcome, Role, Status, Store, StoredEvent, Transition, User,
-};
+use callbridge::store::Store;
 use serde_json::json;
 
 const HISTORY: Duration = Duration::from_secs(24 * 3600);

@@ -53,11 +53,23 @@ impl MongoStore {
     fn index_plan(&self) -> Vec<(&'static str, IndexModel)> {
         let history = self.history;
         vec![
-            ("users", idx(doc! {"phoneNumbers": 1}, named("phoneNumbers"))),
-            ("users", idx(doc! {"connectionIds": 1}, named("connectionIds"))),
+            (
+                "users",
+                idx(doc! {"phoneNumbers": 1}, named("phoneNumbers")),
+            ),
+            (
+                "users",
+                idx(doc! {"connectionIds": 1}, named("connectionIds")),
+            ),
             ("users", idx(doc! {"role": 1}, named("role"))),
-            ("events", idx(doc! {"userId": 1, "seq": 1}, unique("userId_seq"))),
-            ("events", idx(doc! {"storedAt": 1}, ttl("storedAt_ttl", history))),
+            (
+                "events",
+                idx(doc! {"userId": 1, "seq": 1}, unique("userId_seq")),
+            ),
+            (
+                "events",
+                idx(doc! {"storedAt": 1}, ttl("storedAt_ttl", history)),
+            ),
             (
                 "receipts",
                 idx(
@@ -65,8 +77,14 @@ impl MongoStore {
                     ttl("receivedAt_ttl", history.max(MIN_RECEIPT_TTL)),
                 ),
             ),
-            ("calls", idx(doc! {"users": 1, "ended": 1}, named("users_ended"))),
-            ("calls", idx(doc! {"endedAt": 1}, ttl("endedAt_ttl", history))),
+            (
+                "calls",
+                idx(doc! {"users": 1, "ended": 1}, named("users_ended")),
+            ),
+            (
+                "calls",
+                idx(doc! {"endedAt": 1}, ttl("endedAt_ttl", history)),
+            ),
             (
                 "bindings",
                 idx(
@@ -116,7 +134,9 @@ impl MongoStore {
             // An existing TTL index with another expiry (history hours
             // changed): replace it.
             match (e.kind.as_ref(), name_of(&model)) {
-                (ErrorKind::Command(ce), Some(name)) if INDEX_OPTIONS_CONFLICT.contains(&ce.code) => {
+                (ErrorKind::Command(ce), Some(name))
+                    if INDEX_OPTIONS_CONFLICT.contains(&ce.code) =>
+                {
                     self.coll(coll).drop_index(name).await?;
                     self.coll(coll).create_index(model).await?;
                 }
@@ -129,7 +149,9 @@ impl MongoStore {
     /// Names of the indexes present, per collection (for `check-config`).
     pub async fn index_names(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
         let mut out = Vec::new();
-        for coll in ["users", "events", "receipts", "calls", "bindings", "presence"] {
+        for coll in [
+            "users", "events", "receipts", "calls", "bindings", "presence",
+        ] {
             let names = self.coll(coll).list_index_names().await?;
             out.push((coll.to_string(), names));
         }

@@ -56,7 +56,10 @@ fn is_duplicate_key(e: &MongoError) -> bool {
 }
 
 impl MongoStore {
-    pub(super) async fn ingest_in_transaction(&self, ingest: &Ingest) -> StoreResult<IngestOutcome> {
+    pub(super) async fn ingest_in_transaction(
+        &self,
+        ingest: &Ingest,
+    ) -> StoreResult<IngestOutcome> {
         let _held = self.lock_stripes(&ingest.targets).await;
         let data_json = serde_json::to_string(ingest.data.as_ref())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -69,9 +72,10 @@ impl MongoStore {
             // closure: the latter meets rust-lang/rust#96865 ("Send is not
             // general enough") inside an `async_trait` method; the driver
             // documents this as the workaround. Same runner, same retries.
-            .and_run((self, ingest, data_json.as_str()), |s, (store, ingest, data)| {
-                store.ingest_steps(s, ingest, data).boxed()
-            })
+            .and_run(
+                (self, ingest, data_json.as_str()),
+                |s, (store, ingest, data)| store.ingest_steps(s, ingest, data).boxed(),
+            )
             .await;
         match result {
             Ok(events) => Ok(IngestOutcome::Stored(events)),
@@ -169,7 +173,10 @@ impl MongoStore {
             return Ok(());
         };
         let calls = self.coll("calls");
-        let existing = calls.find_one(doc! {"_id": control}).session(&mut *s).await?;
+        let existing = calls
+            .find_one(doc! {"_id": control})
+            .session(&mut *s)
+            .await?;
         let mut record = match existing.map(call_from_doc) {
             Some(Ok(r)) => r,
             Some(Err(e)) => {

@@ -20,8 +20,8 @@
 
 mod docs;
 mod feed;
-mod ingest;
 mod indexes;
+mod ingest;
 
 use std::time::Duration;
 
@@ -172,7 +172,10 @@ impl MongoStore {
 
     async fn set_last_seen(&self, user: &str) -> StoreResult<()> {
         self.coll("userState")
-            .update_one(doc! {"_id": user}, doc! {"$set": {"lastSeen": dt(now_ms())}})
+            .update_one(
+                doc! {"_id": user},
+                doc! {"$set": {"lastSeen": dt(now_ms())}},
+            )
             .upsert(true)
             .await?;
         Ok(())
@@ -324,7 +327,11 @@ impl Store for MongoStore {
         }
         let last = self.last_seq(user).await?;
         // The oldest held is read only when it can matter.
-        let oldest = if since < last { self.oldest_seq(user).await? } else { None };
+        let oldest = if since < last {
+            self.oldest_seq(user).await?
+        } else {
+            None
+        };
         Ok(EventsPage {
             events,
             gap: history_gap(since, last, oldest),
