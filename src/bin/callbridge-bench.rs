@@ -10,6 +10,18 @@
 //!
 //! Used by `scripts/bench.sh`; printed figures are measurements, nothing here
 //! asserts a target.
+//!
+//! A run goes through these phases, one function each, in this order (see
+//! `main`): load the dev files ([`load_setup`]), create the users
+//! ([`create_users`]), connect the clients ([`connect_clients`]), report the
+//! RSS the connections cost ([`report_connection_rss`]; `--idle-only` stops
+//! there), post the webhooks ([`post_webhooks`], paced by
+//! [`per_poster_interval`] with `--rate`), wait for the last frames
+//! ([`wait_for_frames`]), count lost and duplicate frames
+//! ([`count_delivery`]) and print the results ([`print_results`]). Its command
+//! line, output lines and exit codes (0; 3 when an event was lost; 2 for a bad
+//! command line; 101, a panic, when the setup fails) are what
+//! `scripts/bench.sh` and the README's table rely on.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,9 +33,11 @@ use base64::Engine as _;
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use callbridge::client::{self, Https};
+use callbridge::telnyx::Signer;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for callbridge")]
@@ -95,6 +109,20 @@ fn histogram_sum_count(metrics: &str, name: &str) -> (f64, f64) {
     (get("sum"), get("count"))
 }
 
+/// Mean, in ms, of the observations a histogram gained between two
+/// `/metrics` scrapes: the daemon's own view of the webhooks this run posted.
+/// NaN when it gained none (printed as `NaN`, e.g. by a daemon without the
+/// metric).
+fn histogram_mean_ms(before: &str, after: &str, name: &str) -> f64 {
+    let (s0, c0) = histogram_sum_count(before, name);
+    let (s1, c1) = histogram_sum_count(after, name);
+    if c1 > c0 {
+        (s1 - s0) / (c1 - c0) * 1000.0
+    } else {
+        f64::NAN
+    }
+}
+
 #[derive(Default)]
 struct Received {
     /// (user, event id) → frames received across that user's sessions.
@@ -102,209 +130,432 @@ struct Received {
     delivery_us: Vec<u64>,
 }
 
+/// What the run needs from the daemon's `--dev` data dir.
+struct Setup {
+    /// Trusts the dev CA: every connection of the run uses it.
+    tls: Arc<rustls::ClientConfig>,
+    /// The dev "Telnyx" key the webhooks are signed with.
+    signer: Arc<Signer>,
+    /// The HS256 secret the dialer tokens are minted with.
+    jwt_secret: String,
+}
+
+/// The connected clients, reading in the background until `main` aborts them.
+struct Clients {
+    received: Arc<Mutex<Received>>,
+    /// Sessions opened per user: each of a user's events must arrive this
+    /// many times (once per session) to count as delivered.
+    sessions_per_user: Vec<u32>,
+    readers: Vec<JoinHandle<()>>,
+    connect_secs: f64,
+}
+
+/// What the posters measured.
+struct Posted {
+    elapsed_secs: f64,
+    retries: u64,
+    /// Response time of each accepted webhook, µs, sorted.
+    latencies_us: Vec<u64>,
+}
+
+/// Delivery, counted once the last frames had their chance to arrive.
+struct Tally {
+    lost: u64,
+    dup: u64,
+    /// Webhook sent → frame received, µs, sorted.
+    delivery_us: Vec<u64>,
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let setup = load_setup(&args);
+    let first = args.url[0].as_str();
+    if !args.no_setup {
+        create_users(&args, first, &setup.tls).await;
+    }
+    // Taken before any connection: the idle figure is the difference.
+    let rss_before = args.pid.and_then(rss_kb);
+    // Webhooks carry their send time relative to this instant
+    // (`bench_sent_us`) and readers stamp frames against it, so delivery
+    // latency needs no clock shared with the daemon.
+    let epoch = Instant::now();
+    let clients = connect_clients(&args, &setup, epoch).await;
+    report_connection_rss(&args, rss_before, clients.connect_secs).await;
+    if args.idle_only {
+        return;
+    }
+
+    let metrics_before = fetch_metrics(first, &setup.tls).await;
+    let posted = post_webhooks(&args, &setup, epoch).await;
+    let expected = expected_frames(&args, &clients.sessions_per_user);
+    wait_for_frames(&clients.received, expected).await;
+    let metrics_after = fetch_metrics(first, &setup.tls).await;
+
+    let tally = count_delivery(&args, &clients);
+    print_results(&args, &posted, &tally, &metrics_before, &metrics_after);
+    for h in clients.readers {
+        h.abort();
+    }
+    if tally.lost > 0 {
+        std::process::exit(3);
+    }
+}
+
+/// Setup: the CA, signing key and JWT secret `serve --dev` wrote into
+/// `--data-dir`. A missing file panics (exit code 101) saying which.
+fn load_setup(args: &Args) -> Setup {
     let files = callbridge::dev::DevFiles::new(&args.data_dir);
     let ca = std::fs::read(&files.ca).expect("CA file in the data dir");
     let tls = callbridge::tls::client_config(Some(&ca)).expect("client TLS");
     let signer = Arc::new(callbridge::dev::load_signer(&files).expect("signing key"));
     let secret = std::fs::read_to_string(&files.jwt_secret).expect("jwt secret");
-    let secret = secret.trim().to_string();
-    let urls = args.url.clone();
-    let first = urls[0].clone();
-    let auth = format!("Bearer {}", args.admin_token);
-
-    if !args.no_setup {
-        let mut admin = Https::connect(&first, tls.clone()).await.expect("connect");
-        for u in 0..args.users {
-            let r = admin
-                .request(
-                    "PUT",
-                    &format!("/api/users/bench{u}"),
-                    &[
-                        ("authorization", &auth),
-                        ("content-type", "application/json"),
-                    ],
-                    json!({"role": "agent"}).to_string(),
-                )
-                .await
-                .expect("PUT user");
-            assert_eq!(
-                r.status,
-                200,
-                "PUT user: {}",
-                String::from_utf8_lossy(&r.body)
-            );
-        }
+    Setup {
+        tls,
+        signer,
+        jwt_secret: secret.trim().to_string(),
     }
+}
 
-    let rss_before = args.pid.and_then(rss_kb);
-    let epoch = Instant::now();
+/// Setup: users `bench0` … `bench{users-1}` (role `agent`) through the admin
+/// API on the first URL, one keep-alive connection. Webhooks reach a user
+/// through their `client_state` (`{"userId": …}`), so no phone numbers are
+/// needed. Skipped with `--no-setup` (a second run on the same daemon); an
+/// answer other than 200 panics.
+async fn create_users(args: &Args, url: &str, tls: &Arc<rustls::ClientConfig>) {
+    let auth = format!("Bearer {}", args.admin_token);
+    let mut admin = Https::connect(url, tls.clone()).await.expect("connect");
+    for u in 0..args.users {
+        let r = admin
+            .request(
+                "PUT",
+                &format!("/api/users/bench{u}"),
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                json!({"role": "agent"}).to_string(),
+            )
+            .await
+            .expect("PUT user");
+        assert_eq!(
+            r.status,
+            200,
+            "PUT user: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
+/// Connecting: `--conns` sessions, one after the other, connection `c` for
+/// user `c % users` on URL `c % urls` (so users get `conns / users` sessions
+/// each, spread over the instances). Each is open (its `snapshot` received)
+/// before the next starts, so the connect time is that of sessions opened
+/// one at a time. Tokens are valid for an hour, longer than any run.
+async fn connect_clients(args: &Args, setup: &Setup, epoch: Instant) -> Clients {
     let received = Arc::new(Mutex::new(Received::default()));
     let mut sessions_per_user = vec![0u32; args.users];
     let mut readers = Vec::new();
-    let reconnects = Arc::new(AtomicU64::new(0));
     let now = callbridge::clock::now_secs();
     let connect_start = Instant::now();
     for c in 0..args.conns {
         let user = c % args.users;
         sessions_per_user[user] += 1;
-        let token =
-            callbridge::auth::mint(secret.as_bytes(), &format!("bench{user}"), None, 3600, now)
-                .unwrap();
-        let (ws, last) = open_session(&urls, c % urls.len(), &token, 0, tls.clone()).await;
-        let received = received.clone();
-        let urls = urls.clone();
-        let tls = tls.clone();
-        let reconnects = reconnects.clone();
-        readers.push(tokio::spawn(async move {
-            let mut ws = ws;
-            let mut last_seq = last;
-            let mut at_url = c % urls.len();
-            loop {
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(t) = msg else { continue };
-                    let at = epoch.elapsed().as_micros() as u64;
-                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                        continue;
-                    };
-                    let (Some(id), Some(seq)) = (v["id"].as_str(), v["seq"].as_u64()) else {
-                        continue;
-                    };
-                    if seq <= last_seq {
-                        continue;
-                    }
-                    last_seq = seq;
-                    let sent = v["data"]["raw"]["bench_sent_us"].as_u64().unwrap_or(at);
-                    let mut r = received.lock().unwrap();
-                    *r.counts.entry((user, id.to_string())).or_default() += 1;
-                    r.delivery_us.push(at.saturating_sub(sent));
-                }
-                // The instance went away: resume on the next one with `since`.
-                reconnects.fetch_add(1, Ordering::Relaxed);
-                at_url = (at_url + 1) % urls.len();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let (next, _) = open_session(&urls, at_url, &token, last_seq, tls.clone()).await;
-                ws = next;
-            }
-        }));
+        let token = callbridge::auth::mint(
+            setup.jwt_secret.as_bytes(),
+            &format!("bench{user}"),
+            None,
+            3600,
+            now,
+        )
+        .unwrap();
+        let at_url = c % args.url.len();
+        let (ws, last_seq) = open_session(&args.url, at_url, &token, 0, setup.tls.clone()).await;
+        let reader = Reader {
+            user,
+            token,
+            urls: args.url.clone(),
+            at_url,
+            tls: setup.tls.clone(),
+            received: received.clone(),
+            epoch,
+        };
+        readers.push(tokio::spawn(reader.run(ws, last_seq)));
     }
-    let connect_secs = connect_start.elapsed().as_secs_f64();
-    if let (Some(pid), Some(before)) = (args.pid, rss_before) {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(after) = rss_kb(pid) {
-            println!(
-                "[{}] connections={} opened in {:.1}s  daemon RSS {} KB -> {} KB  = {:.1} KB per connection",
-                args.label,
-                args.conns,
-                connect_secs,
-                before,
-                after,
-                after.saturating_sub(before) as f64 / args.conns.max(1) as f64
-            );
+    Clients {
+        received,
+        sessions_per_user,
+        readers,
+        connect_secs: connect_start.elapsed().as_secs_f64(),
+    }
+}
+
+/// One client session's reader: counts the frames of its user's events and
+/// their delivery latency into `received`.
+struct Reader {
+    user: usize,
+    token: String,
+    urls: Vec<String>,
+    /// The URL the session is on.
+    at_url: usize,
+    tls: Arc<rustls::ClientConfig>,
+    received: Arc<Mutex<Received>>,
+    epoch: Instant,
+}
+
+impl Reader {
+    /// Reads until aborted. When the instance goes away (the kill run) it
+    /// waits 100 ms and resumes on the next URL with `since` = the last seq it
+    /// saw, as a dialer does, so the events in between are replayed, not lost.
+    async fn run(mut self, mut ws: client::Wss, mut last_seq: u64) {
+        loop {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(t) = msg else { continue };
+                // Stamped before parsing: latency up to the frame's arrival.
+                let at = self.epoch.elapsed().as_micros() as u64;
+                self.record(t.as_str(), at, &mut last_seq);
+            }
+            // The instance went away: resume on the next one with `since`.
+            self.at_url = (self.at_url + 1) % self.urls.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (next, _) = open_session(
+                &self.urls,
+                self.at_url,
+                &self.token,
+                last_seq,
+                self.tls.clone(),
+            )
+            .await;
+            ws = next;
         }
     }
-    if args.idle_only {
-        return;
+
+    /// Counts one event frame received at `at` (µs since the epoch). Frames
+    /// without an id and seq (`connected`, `snapshot`, …) are not events;
+    /// a seq at or below the last one is a replay already counted.
+    fn record(&self, text: &str, at: u64, last_seq: &mut u64) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let (Some(id), Some(seq)) = (v["id"].as_str(), v["seq"].as_u64()) else {
+            return;
+        };
+        if seq <= *last_seq {
+            return;
+        }
+        *last_seq = seq;
+        let sent = v["data"]["raw"]["bench_sent_us"].as_u64().unwrap_or(at);
+        let mut r = self.received.lock().unwrap();
+        *r.counts.entry((self.user, id.to_string())).or_default() += 1;
+        r.delivery_us.push(at.saturating_sub(sent));
     }
+}
 
-    let metrics_before =
-        client::request_once(&format!("{first}/metrics"), "GET", &[], "", tls.clone())
-            .await
-            .map(|r| String::from_utf8_lossy(&r.body).to_string())
-            .unwrap_or_default();
+/// Idle RSS: with `--pid`, the daemon's RSS 2 s after the last connection
+/// opened (a pause, so the daemon is done with the last ones) against the
+/// RSS before the first, per connection. Printed on every run; with
+/// `--idle-only` it is the run's only figure (scripts/bench.sh opens 10,000
+/// connections for 1,000 users there).
+async fn report_connection_rss(args: &Args, rss_before: Option<u64>, connect_secs: f64) {
+    let (Some(pid), Some(before)) = (args.pid, rss_before) else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(after) = rss_kb(pid) {
+        println!(
+            "[{}] connections={} opened in {:.1}s  daemon RSS {} KB -> {} KB  = {:.1} KB per connection",
+            args.label,
+            args.conns,
+            connect_secs,
+            before,
+            after,
+            after.saturating_sub(before) as f64 / args.conns.max(1) as f64
+        );
+    }
+}
 
-    let next = Arc::new(AtomicU64::new(0));
+/// `/metrics` of `url` on a fresh connection; empty when it cannot be read
+/// (the daemon-side figures then print as NaN).
+async fn fetch_metrics(url: &str, tls: &Arc<rustls::ClientConfig>) -> String {
+    client::request_once(&format!("{url}/metrics"), "GET", &[], "", tls.clone())
+        .await
+        .map(|r| String::from_utf8_lossy(&r.body).to_string())
+        .unwrap_or_default()
+}
+
+/// Posting: `--concurrency` posters share one counter of webhooks
+/// `0..webhooks`, so the run ends when the last one is accepted. Throughput is
+/// webhooks over the time until every poster is done.
+async fn post_webhooks(args: &Args, setup: &Setup, epoch: Instant) -> Posted {
     let retries = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.webhooks)));
     let start = Instant::now();
-    let per_poster_interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
-    let mut posters = Vec::new();
-    for poster in 0..args.concurrency {
-        let (next, retries, latencies, signer, tls) = (
-            next.clone(),
-            retries.clone(),
-            latencies.clone(),
-            signer.clone(),
-            tls.clone(),
-        );
-        let args = args.clone();
-        let urls = urls.clone();
-        posters.push(tokio::spawn(async move {
-            let mut conn: Option<Https> = None;
-            let mut at_url = poster % urls.len();
-            let mut tick = per_poster_interval.map(tokio::time::interval);
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= args.webhooks {
-                    return;
-                }
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
-                }
-                let user = i % args.users;
-                let body = webhook_body(i, user, epoch);
-                loop {
-                    if conn.is_none() {
-                        conn = Https::connect(&urls[at_url], tls.clone()).await.ok();
-                        if conn.is_none() {
-                            at_url = (at_url + 1) % urls.len();
-                        }
-                    }
-                    let Some(c) = conn.as_mut() else {
-                        retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    let ts = callbridge::clock::now_secs();
-                    let sig = signer.sign(ts, body.as_bytes());
-                    let ts = ts.to_string();
-                    let t0 = Instant::now();
-                    let r = c
-                        .request(
-                            "POST",
-                            "/webhooks/telnyx",
-                            &[
-                                ("content-type", "application/json"),
-                                ("telnyx-signature-ed25519", &sig),
-                                ("telnyx-timestamp", &ts),
-                            ],
-                            body.clone(),
-                        )
-                        .await;
-                    match r {
-                        Ok(resp) if resp.status == 200 => {
-                            latencies
-                                .lock()
-                                .unwrap()
-                                .push(t0.elapsed().as_micros() as u64);
-                            break;
-                        }
-                        Ok(_) => {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Err(_) => {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            conn = None;
-                            at_url = (at_url + 1) % urls.len();
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let shared = Poster {
+        urls: args.url.clone(),
+        tls: setup.tls.clone(),
+        signer: setup.signer.clone(),
+        next: Arc::new(AtomicU64::new(0)),
+        retries: retries.clone(),
+        latencies: latencies.clone(),
+        webhooks: args.webhooks,
+        users: args.users,
+        interval: per_poster_interval(args),
+        epoch,
+    };
+    let posters: Vec<_> = (0..args.concurrency)
+        .map(|poster| tokio::spawn(shared.clone().run(poster)))
+        .collect();
     for p in posters {
         p.await.unwrap();
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed_secs = start.elapsed().as_secs_f64();
+    let mut latencies_us = latencies.lock().unwrap().clone();
+    latencies_us.sort_unstable();
+    Posted {
+        elapsed_secs,
+        retries: retries.load(Ordering::Relaxed),
+        latencies_us,
+    }
+}
 
-    // Let the last frames arrive.
-    let expected: u64 = (0..args.webhooks)
+/// Fixed-rate pacing: with `--rate R` each of the N posters waits for its own
+/// tick every N / R s before a webhook, so together they post R per second
+/// (scripts/bench.sh: 2,000/s from 16 posters, one every 8 ms each). Without
+/// it (`--rate 0`) the posters go as fast as the daemon answers. The ticks
+/// are tokio intervals: the first is immediate, and a poster held up by a
+/// slow answer or a retry catches up with the ticks it missed back to back
+/// (tokio's default burst behaviour), so the mean rate holds while posters can
+/// keep up.
+fn per_poster_interval(args: &Args) -> Option<Duration> {
+    (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64))
+}
+
+/// What the posters share; each task has its own clone.
+#[derive(Clone)]
+struct Poster {
+    urls: Vec<String>,
+    tls: Arc<rustls::ClientConfig>,
+    signer: Arc<Signer>,
+    /// The next webhook index to post.
+    next: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    webhooks: usize,
+    users: usize,
+    interval: Option<Duration>,
+    epoch: Instant,
+}
+
+/// How one POST of a webhook went.
+enum Attempt {
+    /// 200: stored and answered; its response time in µs.
+    Accepted(u64),
+    /// Any other answer (503 while the store is unavailable, …).
+    Refused,
+    /// The connection broke.
+    Broken,
+}
+
+impl Poster {
+    /// One poster: takes the next webhook index (user `i % users`), waits for
+    /// its tick when paced, and posts it until accepted; returns when the
+    /// indexes run out. Poster `p` starts on URL `p % urls`.
+    async fn run(self, poster: usize) {
+        let mut conn: Option<Https> = None;
+        let mut at_url = poster % self.urls.len();
+        let mut tick = self.interval.map(tokio::time::interval);
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+            if i >= self.webhooks {
+                return;
+            }
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
+            }
+            let body = webhook_body(i, i % self.users, self.epoch);
+            self.post_until_accepted(&mut conn, &mut at_url, &body)
+                .await;
+        }
+    }
+
+    /// Retries as Telnyx does, with the same event id each time, so the
+    /// daemon's deduplication is exercised and nothing is lost to a 503. No
+    /// instance reachable: try the next URL after 50 ms. A non-2xx answer:
+    /// again after 20 ms on the same connection. A broken connection: at once
+    /// on a new one to the next URL (the other instance, in the kill run).
+    /// Every retry is counted.
+    async fn post_until_accepted(&self, conn: &mut Option<Https>, at_url: &mut usize, body: &str) {
+        loop {
+            if conn.is_none() {
+                *conn = Https::connect(&self.urls[*at_url], self.tls.clone())
+                    .await
+                    .ok();
+                if conn.is_none() {
+                    *at_url = (*at_url + 1) % self.urls.len();
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            match self.post_signed(c, body).await {
+                Attempt::Accepted(us) => {
+                    self.latencies.lock().unwrap().push(us);
+                    return;
+                }
+                Attempt::Refused => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Attempt::Broken => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    *conn = None;
+                    *at_url = (*at_url + 1) % self.urls.len();
+                }
+            }
+        }
+    }
+
+    /// One POST, signed afresh (the timestamp must be current); the response
+    /// time covers the request only, not the signing.
+    async fn post_signed(&self, c: &mut Https, body: &str) -> Attempt {
+        let ts = callbridge::clock::now_secs();
+        let sig = self.signer.sign(ts, body.as_bytes());
+        let ts = ts.to_string();
+        let t0 = Instant::now();
+        let r = c
+            .request(
+                "POST",
+                "/webhooks/telnyx",
+                &[
+                    ("content-type", "application/json"),
+                    ("telnyx-signature-ed25519", &sig),
+                    ("telnyx-timestamp", &ts),
+                ],
+                body.to_string(),
+            )
+            .await;
+        match r {
+            Ok(resp) if resp.status == 200 => Attempt::Accepted(t0.elapsed().as_micros() as u64),
+            Ok(_) => Attempt::Refused,
+            Err(_) => Attempt::Broken,
+        }
+    }
+}
+
+/// Frames the run should produce: every webhook once per session of its user.
+fn expected_frames(args: &Args, sessions_per_user: &[u32]) -> u64 {
+    (0..args.webhooks)
         .map(|i| sessions_per_user[i % args.users] as u64)
-        .sum();
+        .sum()
+}
+
+/// Collecting: the last webhook is answered once stored, but its frames may
+/// still be on their way; wait until every expected frame arrived, checking
+/// every 100 ms, for at most 20 s (after that the missing ones count as
+/// lost).
+async fn wait_for_frames(received: &Mutex<Received>, expected: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got: u64 = received
@@ -319,40 +570,39 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics_after =
-        client::request_once(&format!("{first}/metrics"), "GET", &[], "", tls.clone())
-            .await
-            .map(|r| String::from_utf8_lossy(&r.body).to_string())
-            .unwrap_or_default();
+}
 
-    let r = received.lock().unwrap();
+/// Per event: frames missing from its user's sessions are lost, frames beyond
+/// one per session are duplicates.
+fn count_delivery(args: &Args, clients: &Clients) -> Tally {
+    let r = clients.received.lock().unwrap();
     let mut lost = 0u64;
     let mut dup = 0u64;
     for i in 0..args.webhooks {
         let user = i % args.users;
-        let want = sessions_per_user[user];
+        let want = clients.sessions_per_user[user];
         let got = r.counts.get(&(user, event_id(i))).copied().unwrap_or(0);
         lost += want.saturating_sub(got) as u64;
         dup += got.saturating_sub(want) as u64;
     }
-    let mut lat = latencies.lock().unwrap().clone();
-    lat.sort_unstable();
-    let mut del = r.delivery_us.clone();
-    del.sort_unstable();
-    let (s0, c0) = histogram_sum_count(&metrics_before, "callbridge_store_latency_seconds");
-    let (s1, c1) = histogram_sum_count(&metrics_after, "callbridge_store_latency_seconds");
-    let (w0, wc0) = histogram_sum_count(&metrics_before, "callbridge_webhook_latency_seconds");
-    let (w1, wc1) = histogram_sum_count(&metrics_after, "callbridge_webhook_latency_seconds");
-    let store_ms = if c1 > c0 {
-        (s1 - s0) / (c1 - c0) * 1000.0
-    } else {
-        f64::NAN
-    };
-    let handler_ms = if wc1 > wc0 {
-        (w1 - w0) / (wc1 - wc0) * 1000.0
-    } else {
-        f64::NAN
-    };
+    let mut delivery_us = r.delivery_us.clone();
+    delivery_us.sort_unstable();
+    Tally {
+        lost,
+        dup,
+        delivery_us,
+    }
+}
+
+/// Reporting: five `[label] …` lines (throughput, webhook response times,
+/// delivery times, the daemon's own mean handling and store time per webhook
+/// from its `/metrics` histograms, lost and duplicate frames), then with
+/// `--pid` the daemon's RSS at the end. scripts/bench.sh prints them as they
+/// are; the README's table is read off them.
+fn print_results(args: &Args, posted: &Posted, tally: &Tally, before: &str, after: &str) {
+    let store_ms = histogram_mean_ms(before, after, "callbridge_store_latency_seconds");
+    let handler_ms = histogram_mean_ms(before, after, "callbridge_webhook_latency_seconds");
+    let (lat, del) = (&posted.latencies_us, &tally.delivery_us);
     println!(
         "[{}] webhooks={} concurrency={} users={} conns={} in {:.2}s = {:.0} webhooks/s (retries {})",
         args.label,
@@ -360,24 +610,24 @@ async fn main() {
         args.concurrency,
         args.users,
         args.conns,
-        elapsed,
-        args.webhooks as f64 / elapsed,
-        retries.load(Ordering::Relaxed)
+        posted.elapsed_secs,
+        args.webhooks as f64 / posted.elapsed_secs,
+        posted.retries
     );
     println!(
         "[{}] webhook response ms: p50 {:.2}  p99 {:.2}  max {:.2}",
         args.label,
-        pct(&lat, 0.50),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
+        pct(lat, 0.50),
+        pct(lat, 0.99),
+        pct(lat, 1.0)
     );
     println!(
         "[{}] delivery ms (sent -> frame received): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
         args.label,
-        pct(&del, 0.50),
-        pct(&del, 0.90),
-        pct(&del, 0.99),
-        pct(&del, 1.0),
+        pct(del, 0.50),
+        pct(del, 0.90),
+        pct(del, 0.99),
+        pct(del, 1.0),
         del.len()
     );
     println!(
@@ -386,16 +636,10 @@ async fn main() {
     );
     println!(
         "[{}] lost events: {}  duplicate frames: {}",
-        args.label, lost, dup
+        args.label, tally.lost, tally.dup
     );
     if let Some(kb) = args.pid.and_then(rss_kb) {
         println!("[{}] daemon RSS at end: {} KB", args.label, kb);
-    }
-    for h in readers {
-        h.abort();
-    }
-    if lost > 0 {
-        std::process::exit(3);
     }
 }
 
