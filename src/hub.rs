@@ -347,4 +347,47 @@ mod tests {
         assert_eq!(hub.total(), 1);
         assert_eq!(hub.per_user().get("u"), Some(&1));
     }
+
+    #[tokio::test]
+    async fn apply_control_closes_and_broadcasts() {
+        let hub = Hub::new();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let close1 = Arc::new(CloseSignal::default());
+        let _a = hub.register("u1", "a", tx1, close1.clone(), 5).unwrap();
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let _b = hub
+            .register("u2", "b", tx2, Arc::new(CloseSignal::default()), 5)
+            .unwrap();
+
+        let to_u2 = Control::Broadcast {
+            users: Some(vec!["u2".into(), "u2".into(), "nobody".into()]),
+            frame: "hello".into(),
+        };
+        assert_eq!(hub.apply_control(&to_u2), 1, "u2 once, despite the repeat");
+        match rx2.recv().await.unwrap() {
+            Outbound::Message(f) => assert_eq!(f.as_str(), "hello"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(rx1.try_recv().is_err(), "u1 was not addressed");
+
+        let everyone = Control::Broadcast {
+            users: None,
+            frame: "all".into(),
+        };
+        assert_eq!(hub.apply_control(&everyone), 2);
+
+        let close = Control::CloseUser {
+            user: "u1".into(),
+            code: close::REVOKED,
+            reason: "tokens revoked".into(),
+        };
+        assert_eq!(hub.apply_control(&close), 1);
+        assert_eq!(close1.wait().await, (close::REVOKED, "tokens revoked".into()));
+        // The same control arriving on the feed does the same.
+        hub.apply_feed(FeedItem::Control(Control::CloseUser {
+            user: "u2".into(),
+            code: close::REVOKED,
+            reason: "user deleted".into(),
+        }));
+    }
 }

@@ -101,3 +101,48 @@ impl UserView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CallInfo, Ingest, Transition};
+    use serde_json::Value;
+    use std::sync::Arc;
+
+    fn leg(id: &str, t: Transition, ms: i64) -> CallRecord {
+        let mut r = CallRecord::new(id);
+        r.apply(&Ingest {
+            event_id: format!("e-{id}-{ms}"),
+            event: "x".into(),
+            ts: crate::clock::rfc3339_ms(ms),
+            occurred_ms: ms,
+            data: Arc::new(Value::Null),
+            targets: vec!["u1".into()],
+            call: CallInfo {
+                call_control_id: Some(id.into()),
+                ..Default::default()
+            },
+            transition: t,
+        });
+        r
+    }
+
+    #[test]
+    fn user_view_shows_live_legs_oldest_first() {
+        let user: User = serde_json::from_value(serde_json::json!({"id":"u1"})).unwrap();
+        let calls = [
+            leg("b", Transition::Initiated, 2000),
+            leg("gone", Transition::Hangup, 500),
+            leg("a", Transition::Initiated, 1000),
+        ];
+        let view = UserView::assemble(user, Presence::new(2, None), Status::Busy, &calls);
+        let ids: Vec<_> = view
+            .active_calls
+            .iter()
+            .map(|c| c.call_control_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(view.presence.online);
+        assert!(!Presence::new(0, None).online);
+    }
+}

@@ -628,3 +628,46 @@ async fn any_origin_is_allowed_without_allowlist() {
             .unwrap();
     read_connected(&mut ws).await;
 }
+
+// ------------------------------------------------------ handshake headers
+
+/// An upgrade request with the given Upgrade header and key (no Origin).
+async fn upgrade_with(s: &Server, upgrade: &str, key: Option<&str>) -> client::HttpResponse {
+    let mut headers = vec![
+        ("connection", "Upgrade"),
+        ("upgrade", upgrade),
+        ("sec-websocket-version", "13"),
+    ];
+    if let Some(k) = key {
+        headers.push(("sec-websocket-key", k));
+    }
+    s.request("GET", &format!("/ws?token={}", s.token("u1")), &headers, "")
+        .await
+}
+
+#[tokio::test]
+async fn handshake_refuses_a_key_that_is_not_16_bytes_of_base64() {
+    // RFC 6455 §4.1: the key is a random 16-byte value, base64-encoded.
+    let s = Server::start().await;
+    s.put_user("u1", json!({})).await;
+    for key in [
+        None,
+        Some(""),
+        Some("not base64 at all!"),
+        Some("AAAAAAAAAAAAAAAAAAAA"),     // 15 bytes
+        Some("AAAAAAAAAAAAAAAAAAAAAAA="), // 17 bytes
+    ] {
+        let r = upgrade_with(&s, "websocket", key).await;
+        assert_eq!(r.status, 400, "key {key:?}");
+        assert_eq!(r.json()["error"], "bad-request", "key {key:?}");
+    }
+    // Not an upgrade to WebSocket, even with a good key.
+    let r = upgrade_with(&s, "h2c", Some("dGhlIHNhbXBsZSBub25jZQ==")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad-request");
+    // The same server still upgrades a proper request.
+    let mut ws = s.ws_raw(&format!("token={}", s.token("u1")), &[]).await;
+    let (connected, _) = read_connected(&mut ws).await;
+    assert_eq!(connected["data"]["userId"], "u1");
+    s.stop().await;
+}
