@@ -382,7 +382,10 @@ mod tests {
             reason: "tokens revoked".into(),
         };
         assert_eq!(hub.apply_control(&close), 1);
-        assert_eq!(close1.wait().await, (close::REVOKED, "tokens revoked".into()));
+        assert_eq!(
+            close1.wait().await,
+            (close::REVOKED, "tokens revoked".into())
+        );
         // The same control arriving on the feed does the same.
         hub.apply_feed(FeedItem::Control(Control::CloseUser {
             user: "u2".into(),

@@ -17,6 +17,7 @@ pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod jwt;
 pub mod metrics;

@@ -14,7 +14,7 @@ use super::{apply_everywhere, brief, Result, MAX_ADMIN_BODY};
 use crate::app::App;
 use crate::domain::Control;
 use crate::error::ApiError;
-use crate::routes::{json_reply, read_limited, reply, with_app};
+use crate::http::{json_reply, read_limited, reply, with_app};
 
 /// Longest custom event name accepted.
 const MAX_EVENT_NAME: usize = 64;

@@ -22,7 +22,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::app::App;
 use crate::domain::Control;
 use crate::error::{ApiError, Refused};
-use crate::routes::with_app;
+use crate::http::with_app;
 use crate::store::bounded;
 
 /// Admin request bodies are small documents.

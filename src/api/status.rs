@@ -8,7 +8,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::app::App;
-use crate::routes::{json_reply, with_app};
+use crate::http::{json_reply, with_app};
 
 pub(super) fn get(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("status")

@@ -16,8 +16,8 @@ use crate::app::App;
 use crate::clock::{now_secs, rfc3339_ms};
 use crate::domain::{Control, Role, User};
 use crate::error::ApiError;
+use crate::http::{json_reply, read_limited, reply, with_app};
 use crate::protocol::close;
-use crate::routes::{json_reply, read_limited, reply, with_app};
 use crate::routing::{mask_phone, normalize_phone};
 use crate::store::bounded;
 

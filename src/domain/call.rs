@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::Ingest;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CallState {
@@ -70,6 +68,20 @@ impl CallInfo {
     }
 }
 
+/// What one event says about its call leg: the part of a stored webhook
+/// (`Ingest::leg_event`) that the leg's state follows.
+#[derive(Debug, Clone, Copy)]
+pub struct LegEvent<'a> {
+    pub call: &'a CallInfo,
+    pub transition: Transition,
+    /// `occurred_at` in ms: orders state changes.
+    pub occurred_ms: i64,
+    /// `occurred_at` as RFC 3339: fills `startedAt` / `answeredAt`.
+    pub ts: &'a str,
+    /// The users the event was routed to (the leg's users when not empty).
+    pub targets: &'a [String],
+}
+
 /// Per-leg call record, kept by every backend in this shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,10 +133,10 @@ impl CallRecord {
     /// Apply one event to the leg. Telnyx delivers late and twice, so state
     /// moves only with `occurred_at` order and a hangup is final: nothing
     /// after it, however it is dated, revives the call.
-    pub fn apply(&mut self, ingest: &Ingest) {
-        let call = &ingest.call;
-        if !ingest.targets.is_empty() {
-            self.users = ingest.targets.clone();
+    pub fn apply(&mut self, ev: LegEvent<'_>) {
+        let call = ev.call;
+        if !ev.targets.is_empty() {
+            self.users = ev.targets.to_vec();
         }
         fill(&mut self.call_session_id, &call.call_session_id);
         fill(&mut self.direction, &call.direction);
@@ -133,12 +145,12 @@ impl CallRecord {
         if self.ended {
             return;
         }
-        let newer = ingest.occurred_ms >= self.state_ms;
-        let next = match ingest.transition {
+        let newer = ev.occurred_ms >= self.state_ms;
+        let next = match ev.transition {
             Transition::None => return,
             Transition::Hangup => {
                 self.ended = true;
-                self.ended_ms = Some(ingest.occurred_ms);
+                self.ended_ms = Some(ev.occurred_ms);
                 self.state = None;
                 return;
             }
@@ -147,17 +159,18 @@ impl CallRecord {
             Transition::Bridged => CallState::Bridged,
         };
         if self.started_at.is_none() {
-            self.started_at = call.start_time.clone().or_else(|| {
-                (ingest.transition == Transition::Initiated).then(|| ingest.ts.clone())
-            });
+            self.started_at = call
+                .start_time
+                .clone()
+                .or_else(|| (ev.transition == Transition::Initiated).then(|| ev.ts.to_string()));
         }
         if next == CallState::Answered && self.answered_at.is_none() {
-            self.answered_at = Some(ingest.ts.clone());
+            self.answered_at = Some(ev.ts.to_string());
         }
         // A late event (older than the state we hold) fills blanks only.
         if newer || self.state.is_none() {
             self.state = Some(next);
-            self.state_ms = self.state_ms.max(ingest.occurred_ms);
+            self.state_ms = self.state_ms.max(ev.occurred_ms);
         }
     }
 
@@ -196,44 +209,44 @@ fn fill(slot: &mut Option<String>, value: &Option<String>) {
 mod tests {
     use super::*;
     use crate::clock::rfc3339_ms;
-    use serde_json::Value;
-    use std::sync::Arc;
 
-    fn ing(t: Transition, ms: i64) -> Ingest {
-        Ingest {
-            event_id: format!("e{ms}"),
-            event: "x".into(),
-            ts: rfc3339_ms(ms),
-            occurred_ms: ms,
-            data: Arc::new(Value::Null),
-            targets: vec!["u1".into()],
-            call: CallInfo {
-                call_control_id: Some("cc".into()),
-                ..Default::default()
-            },
+    const TARGETS: &[String] = &[];
+
+    /// Apply one event of the given transition at `ms` to `r`.
+    fn at(r: &mut CallRecord, t: Transition, ms: i64) {
+        let call = CallInfo {
+            call_control_id: Some("cc".into()),
+            ..Default::default()
+        };
+        let ts = rfc3339_ms(ms);
+        r.apply(LegEvent {
+            call: &call,
             transition: t,
-        }
+            occurred_ms: ms,
+            ts: &ts,
+            targets: TARGETS,
+        });
     }
 
     #[test]
     fn hangup_is_final() {
         let mut r = CallRecord::new("cc");
-        r.apply(&ing(Transition::Initiated, 1000));
+        at(&mut r, Transition::Initiated, 1000);
         assert_eq!(r.active_call().unwrap().state, CallState::Ringing);
-        r.apply(&ing(Transition::Hangup, 3000));
+        at(&mut r, Transition::Hangup, 3000);
         assert!(r.active_call().is_none());
-        r.apply(&ing(Transition::Answered, 2000));
+        at(&mut r, Transition::Answered, 2000);
         assert!(r.active_call().is_none());
-        r.apply(&ing(Transition::Initiated, 4000));
+        at(&mut r, Transition::Initiated, 4000);
         assert!(r.active_call().is_none());
     }
 
     #[test]
     fn late_events_do_not_regress_state() {
         let mut r = CallRecord::new("cc");
-        r.apply(&ing(Transition::Bridged, 3000));
-        r.apply(&ing(Transition::Answered, 2000));
-        r.apply(&ing(Transition::Initiated, 1000));
+        at(&mut r, Transition::Bridged, 3000);
+        at(&mut r, Transition::Answered, 2000);
+        at(&mut r, Transition::Initiated, 1000);
         let a = r.active_call().unwrap();
         assert_eq!(a.state, CallState::Bridged);
         assert_eq!(a.started_at.as_deref(), Some(rfc3339_ms(1000).as_str()));

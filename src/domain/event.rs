@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::call::{CallInfo, Transition};
+use super::call::{CallInfo, LegEvent, Transition};
 
 /// One event as stored for one user.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,17 @@ pub struct EventsPage {
 }
 
 impl Ingest {
+    /// What this event says about its call leg.
+    pub fn leg_event(&self) -> LegEvent<'_> {
+        LegEvent {
+            call: &self.call,
+            transition: self.transition,
+            occurred_ms: self.occurred_ms,
+            ts: &self.ts,
+            targets: &self.targets,
+        }
+    }
+
     /// The event as stored for `user` under that user's next `seq`. The
     /// `data` object is shared by every target user, not copied.
     pub fn stored_for(&self, user: &str, seq: u64) -> StoredEvent {

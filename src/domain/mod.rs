@@ -8,7 +8,9 @@ mod control;
 mod event;
 mod user;
 
-pub use call::{sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, Transition};
+pub use call::{
+    sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, LegEvent, Transition,
+};
 pub use control::Control;
 pub use event::{history_gap, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use user::{Presence, Role, Status, User, UserView};

@@ -105,24 +105,21 @@ impl UserView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CallInfo, Ingest, Transition};
-    use serde_json::Value;
-    use std::sync::Arc;
+    use crate::domain::{CallInfo, LegEvent, Transition};
 
     fn leg(id: &str, t: Transition, ms: i64) -> CallRecord {
+        let call = CallInfo {
+            call_control_id: Some(id.into()),
+            ..Default::default()
+        };
+        let ts = crate::clock::rfc3339_ms(ms);
         let mut r = CallRecord::new(id);
-        r.apply(&Ingest {
-            event_id: format!("e-{id}-{ms}"),
-            event: "x".into(),
-            ts: crate::clock::rfc3339_ms(ms),
-            occurred_ms: ms,
-            data: Arc::new(Value::Null),
-            targets: vec!["u1".into()],
-            call: CallInfo {
-                call_control_id: Some(id.into()),
-                ..Default::default()
-            },
+        r.apply(LegEvent {
+            call: &call,
             transition: t,
+            occurred_ms: ms,
+            ts: &ts,
+            targets: &["u1".to_string()],
         });
         r
     }

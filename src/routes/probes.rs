@@ -8,9 +8,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::{json_reply, with_app};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{json_reply, with_app};
 use crate::store::bounded;
 
 /// The media type of the OpenMetrics text format.

@@ -11,10 +11,9 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::body::{content_length_over, read_limited};
-use super::{json_reply, reply, with_app};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{content_length_over, json_reply, read_limited, reply, with_app};
 use crate::metrics::Metrics;
 use crate::telnyx::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::webhook::{self, Ack, MAX_BODY};

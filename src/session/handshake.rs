@@ -17,8 +17,8 @@ use warp::{Filter, Rejection};
 use super::UpgradeInfo;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{reply, with_app};
 use crate::protocol::SUBPROTOCOL;
-use crate::routes::{reply, with_app};
 
 /// `Sec-WebSocket-Key` is 16 random bytes in base64 (RFC 6455 §4.1).
 const KEY_BYTES: usize = 16;

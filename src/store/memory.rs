@@ -210,7 +210,7 @@ impl Store for MemoryStore {
                 .entry(control.clone())
                 .or_insert_with(|| CallRecord::new(control));
             let was_ended = call.ended;
-            call.apply(&ingest);
+            call.apply(ingest.leg_event());
             if call.ended && !was_ended {
                 st.ended_calls.push_back((now, control.clone()));
             }

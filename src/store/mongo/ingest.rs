@@ -185,7 +185,7 @@ impl MongoStore {
             }
             None => CallRecord::new(control),
         };
-        record.apply(ingest);
+        record.apply(ingest.leg_event());
         let d = call_to_doc(&record, now)
             .map_err(|e| MongoError::custom(format!("call record does not serialize: {e}")))?;
         calls
