@@ -34,6 +34,10 @@ for _ in $(seq 1 150); do
 done
 echo "SecantusDB $(basename "$(dirname "$(dirname "$SECANTUSD")")") on port $port (pid $db_pid)"
 
+# 0. Lints, warnings as errors; among them clippy::too_many_lines at 80
+#    (clippy.toml): every function fits on a screen.
+echo "== cargo clippy (warnings are errors; functions of at most 80 lines)"
+cargo clippy --locked --all-targets -- -D warnings
 # 1. Everything, with the integration tests' daemons on MongoDB.
 echo "== cargo test (integration tests on MongoDB)"
 CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --no-fail-fast --all-targets "$@"

@@ -7,6 +7,9 @@
 //! → sessions ([`session`]). [`server::run`] takes an already-bound listener
 //! and a shutdown future, so tests start the real server on port 0.
 
+// Functions fit on a screen: at most 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 pub mod api;
 pub mod app;
 pub mod auth;

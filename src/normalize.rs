@@ -944,9 +944,20 @@ mod tests {
         assert_eq!(n.data["channels"], "dual");
     }
 
+    /// Each event's optional extra is in `data` under its camelCase name,
+    /// `raw` keeps the payload, and the call state does not move.
+    fn check_optional_extras(cases: &[(&str, Value, &str, Value)]) {
+        for (t, payload, key, want) in cases {
+            let n = norm(t, payload.clone());
+            assert_eq!(n.data.get(*key), Some(want), "{t}");
+            assert_eq!(n.data["raw"], *payload);
+            assert_eq!(n.transition, Transition::None);
+        }
+    }
+
     #[test]
-    fn optional_extras() {
-        for (t, payload, key, want) in [
+    fn optional_extras_of_media_and_detection() {
+        check_optional_extras(&[
             (
                 "call.recording.error",
                 json!({"reason": "Internal server error"}),
@@ -983,6 +994,12 @@ mod tests {
                 "result",
                 json!("beep_detected"),
             ),
+        ]);
+    }
+
+    #[test]
+    fn optional_extras_of_queues_and_streams() {
+        check_optional_extras(&[
             (
                 "call.enqueued",
                 json!({"current_position": 3}),
@@ -1025,12 +1042,7 @@ mod tests {
                 "result",
                 json!({"name": "Ann"}),
             ),
-        ] {
-            let n = norm(t, payload.clone());
-            assert_eq!(n.data.get(key), Some(&want), "{t}");
-            assert_eq!(n.data["raw"], payload);
-            assert_eq!(n.transition, Transition::None);
-        }
+        ]);
     }
 
     #[test]
@@ -1169,6 +1181,86 @@ mod tests {
         ("call.ai_gather.ended", &["result", "status"]),
     ];
 
+    /// Every fixture file: a well-formed Telnyx envelope named after its type.
+    fn read_fixture(path: &std::path::Path, name: &str) -> Envelope {
+        let text = std::fs::read_to_string(path).unwrap();
+        let env: Envelope = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let d = &env.data;
+        assert_eq!(d.event_type, name, "file named by its event type");
+        assert_eq!(d.record_type.as_deref(), Some("event"), "{name}");
+        assert!(uuid::Uuid::parse_str(&d.id).is_ok(), "{name}: id is a UUID");
+        assert!(
+            !d.payload.contains_key("client_state"),
+            "{name}: no client_state"
+        );
+        let meta = env.meta.as_ref().unwrap();
+        assert_eq!(meta["attempt"], 1, "{name}");
+        env
+    }
+
+    /// The one call every fixture belongs to.
+    fn check_fixture_call(name: &str, n: &Normalized) {
+        for (key, want) in [
+            ("callControlId", "v3:fixture-control-1"),
+            ("callLegId", "fixture-leg-1"),
+            ("callSessionId", "fixture-session-1"),
+            ("connectionId", "1684641123236054244"),
+            ("from", "+15551230001"),
+            ("to", "+15559870002"),
+            ("direction", "inbound"),
+        ] {
+            if let Some(v) = n.data.get(key) {
+                assert_eq!(v, want, "{name}: {key}");
+            }
+        }
+        assert_eq!(n.data["callSessionId"], "fixture-session-1", "{name}");
+        assert_eq!(n.data["callControlId"], "v3:fixture-control-1", "{name}");
+        assert_eq!(n.call.call_session_id.as_deref(), Some("fixture-session-1"));
+        assert_eq!(n.connection_id.as_deref(), Some("1684641123236054244"));
+    }
+
+    /// The table's extras, the promised ones, the transition and a few
+    /// values per type.
+    fn check_fixture_fields(name: &str, env: &Envelope, n: &Normalized) {
+        // Every table extra the fixture sends is in data, unchanged.
+        let spec = spec(name);
+        for (from, to) in spec.map_or(&[][..], |s| s.fields) {
+            assert_eq!(
+                n.data.get(*to),
+                sent(&env.data.payload, from),
+                "{name}: {to}"
+            );
+        }
+        // The extras contract §5 (and our table) promise for this event.
+        if let Some((_, want)) = REQUIRED.iter().find(|(t, _)| *t == name) {
+            for key in *want {
+                assert!(n.data.contains_key(*key), "{name}: missing {key}");
+            }
+        }
+        let transition = match name {
+            "call.initiated" => Transition::Initiated,
+            "call.answered" => Transition::Answered,
+            "call.bridged" => Transition::Bridged,
+            "call.hangup" => Transition::Hangup,
+            _ => Transition::None,
+        };
+        assert_eq!(n.transition, transition, "{name}");
+        match name {
+            "call.initiated" => {
+                assert_eq!(n.call.direction.as_deref(), Some("inbound"));
+                assert_eq!(n.call.to.as_deref(), Some("+15559870002"));
+                assert_eq!(n.data["state"], "parked");
+            }
+            "call.hangup" => {
+                assert_eq!(n.data["durationSecs"], json!(132));
+                assert_eq!(n.data["hangupCause"], "normal_clearing");
+            }
+            "call.dtmf.received" => assert_eq!(n.event, "dtmf-received"),
+            "call.ai_gather.ended" => assert_eq!(n.event, "call-ai-gather-ended"),
+            _ => {}
+        }
+    }
+
     #[test]
     fn fixtures_normalize() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/telnyx");
@@ -1180,84 +1272,21 @@ mod tests {
                 continue;
             }
             let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let env: Envelope =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let d = &env.data;
-            assert_eq!(d.event_type, name, "file named by its event type");
-            assert_eq!(d.record_type.as_deref(), Some("event"), "{name}");
-            assert!(ids.insert(d.id.clone()), "{name}: duplicate id");
-            assert!(uuid::Uuid::parse_str(&d.id).is_ok(), "{name}: id is a UUID");
-            assert!(
-                !d.payload.contains_key("client_state"),
-                "{name}: no client_state"
-            );
-            let meta = env.meta.as_ref().unwrap();
-            assert_eq!(meta["attempt"], 1, "{name}");
+            let env = read_fixture(&path, &name);
+            assert!(ids.insert(env.data.id.clone()), "{name}: duplicate id");
 
             let n = normalize(&env, RECEIVED_MS);
             assert_eq!(n.event, event_name(&name));
             assert_eq!(
                 n.data["raw"],
-                Value::Object(d.payload.clone()),
+                Value::Object(env.data.payload.clone()),
                 "{name}: raw"
             );
-            assert_eq!(n.ts, d.occurred_at.clone().unwrap(), "{name}");
+            assert_eq!(n.ts, env.data.occurred_at.clone().unwrap(), "{name}");
             assert_ne!(n.occurred_ms, RECEIVED_MS, "{name}: occurred_at parses");
             assert!(n.client_state.is_none());
-
-            // The one call every fixture belongs to.
-            for (key, want) in [
-                ("callControlId", "v3:fixture-control-1"),
-                ("callLegId", "fixture-leg-1"),
-                ("callSessionId", "fixture-session-1"),
-                ("connectionId", "1684641123236054244"),
-                ("from", "+15551230001"),
-                ("to", "+15559870002"),
-                ("direction", "inbound"),
-            ] {
-                if let Some(v) = n.data.get(key) {
-                    assert_eq!(v, want, "{name}: {key}");
-                }
-            }
-            assert_eq!(n.data["callSessionId"], "fixture-session-1", "{name}");
-            assert_eq!(n.data["callControlId"], "v3:fixture-control-1", "{name}");
-            assert_eq!(n.call.call_session_id.as_deref(), Some("fixture-session-1"));
-            assert_eq!(n.connection_id.as_deref(), Some("1684641123236054244"));
-
-            // Every table extra the fixture sends is in data, unchanged.
-            let spec = spec(&name);
-            for (from, to) in spec.map_or(&[][..], |s| s.fields) {
-                assert_eq!(n.data.get(*to), sent(&d.payload, from), "{name}: {to}");
-            }
-            // The extras contract §5 (and our table) promise for this event.
-            if let Some((_, want)) = REQUIRED.iter().find(|(t, _)| *t == name) {
-                for key in *want {
-                    assert!(n.data.contains_key(*key), "{name}: missing {key}");
-                }
-            }
-            let transition = match name.as_str() {
-                "call.initiated" => Transition::Initiated,
-                "call.answered" => Transition::Answered,
-                "call.bridged" => Transition::Bridged,
-                "call.hangup" => Transition::Hangup,
-                _ => Transition::None,
-            };
-            assert_eq!(n.transition, transition, "{name}");
-            match name.as_str() {
-                "call.initiated" => {
-                    assert_eq!(n.call.direction.as_deref(), Some("inbound"));
-                    assert_eq!(n.call.to.as_deref(), Some("+15559870002"));
-                    assert_eq!(n.data["state"], "parked");
-                }
-                "call.hangup" => {
-                    assert_eq!(n.data["durationSecs"], json!(132));
-                    assert_eq!(n.data["hangupCause"], "normal_clearing");
-                }
-                "call.dtmf.received" => assert_eq!(n.event, "dtmf-received"),
-                "call.ai_gather.ended" => assert_eq!(n.event, "call-ai-gather-ended"),
-                _ => {}
-            }
+            check_fixture_call(&name, &n);
+            check_fixture_fields(&name, &env, &n);
             seen.push(name);
         }
         for (t, _) in REQUIRED {

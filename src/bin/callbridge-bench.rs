@@ -23,6 +23,9 @@
 //! command line; 101, a panic, when the setup fails) are what
 //! `scripts/bench.sh` and the README's table rely on.
 
+// Functions fit on a screen: at most 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
