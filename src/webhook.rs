@@ -64,17 +64,16 @@ pub async fn handle(
     // the store and the hub.
     let limit = app.config.store_timeout;
     let task_limit = limit * INGEST_TASK_FACTOR;
-    let ingest = process(app.clone(), ev, received);
+    // The timeout is spawned as it is, not inside an `async` block: a block
+    // would hold both the moved-in future and the `Timeout` around it,
+    // doubling what the task copies around.
     let task = app.tracker.spawn(
-        async move {
-            tokio::time::timeout(task_limit, ingest)
-                .await
-                .unwrap_or(Err(ApiError::Store(StoreError::Timeout(task_limit))))
-        }
-        .instrument(span.clone()),
+        tokio::time::timeout(task_limit, process(app.clone(), ev, received))
+            .instrument(span.clone()),
     );
     let result = match tokio::time::timeout(limit, task).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(_))) => Err(ApiError::Store(StoreError::Timeout(task_limit))),
         Ok(Err(join)) => Err(ApiError::Store(StoreError::Unavailable(format!(
             "webhook task failed: {join}"
         )))),
