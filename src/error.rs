@@ -85,9 +85,16 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
+impl ApiError {
+    /// The JSON answer, also for an error a rejection carries by reference.
+    pub fn response(&self) -> Response {
+        json_error(self.status(), self.code(), &self.public_message())
+    }
+}
+
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        json_error(self.status(), self.code(), &self.public_message())
+        self.response()
     }
 }
 
@@ -101,7 +108,7 @@ impl warp::reject::Reject for Refused {}
 /// Turn warp's own rejections (unknown path, wrong method, …) into JSON.
 pub async fn recover(rej: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     let resp = if let Some(Refused(e)) = rej.find::<Refused>() {
-        json_error(e.status(), e.code(), &e.public_message())
+        e.response()
     } else if rej.is_not_found() {
         json_error(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
     } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {

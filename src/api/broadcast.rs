@@ -37,11 +37,11 @@ pub(super) fn post(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = 
         .and(with_app(app))
         .and(warp::body::stream())
         .then(|app: Arc<App>, body| async move {
-            let body = read_limited(body, MAX_ADMIN_BODY).await;
-            reply(match body {
-                Ok(body) => handle(app, body).await,
-                Err(e) => Err(e),
-            })
+            let answer = async {
+                let body = read_limited(body, MAX_ADMIN_BODY).await?;
+                handle(app, body).await
+            };
+            reply(answer.await)
         })
 }
 

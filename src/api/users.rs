@@ -50,11 +50,11 @@ pub(super) fn put(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = R
         .and(with_app(app))
         .and(warp::body::stream())
         .then(|id: String, app: Arc<App>, body| async move {
-            let body = read_limited(body, MAX_ADMIN_BODY).await;
-            reply(match body {
-                Ok(body) => put_user(app, &id, body).await,
-                Err(e) => Err(e),
-            })
+            let answer = async {
+                let body = read_limited(body, MAX_ADMIN_BODY).await?;
+                put_user(app, &id, body).await
+            };
+            reply(answer.await)
         })
 }
 

@@ -3,7 +3,7 @@
 //! receipts for de-duplication. The types and the rules are the domain's
 //! ([`crate::domain`]); a backend only does the I/O.
 //!
-//! The guarantees every backend gives (and `tests/store_conformance.rs`
+//! The guarantees every backend gives (and `tests/it/store_conformance.rs`
 //! checks on each):
 //! - `ingest` is atomic: the receipt, the call update and one event per
 //!   target user with that user's next `seq` are all stored, or none is;

@@ -107,21 +107,30 @@ fn subprotocol_of(resp: &tokio_tungstenite::tungstenite::handshake::client::Resp
         .unwrap_or_default()
 }
 
+/// The key of RFC 6455's example: base64 of 16 bytes.
+const GOOD_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
 /// A raw HTTP upgrade request (no WebSocket client) with the given Origin.
 async fn upgrade_request(s: &Server, origin: &str) -> client::HttpResponse {
-    s.request(
-        "GET",
-        &format!("/ws?token={}", s.token("u1")),
-        &[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("origin", origin),
-        ],
-        "",
-    )
-    .await
+    upgrade_with(s, "websocket", Some(GOOD_KEY), Some(origin)).await
+}
+
+/// A raw upgrade request with the given Upgrade header, key and Origin.
+async fn upgrade_with(
+    s: &Server,
+    upgrade: &str,
+    key: Option<&str>,
+    origin: Option<&str>,
+) -> client::HttpResponse {
+    let mut headers = vec![
+        ("connection", "Upgrade"),
+        ("upgrade", upgrade),
+        ("sec-websocket-version", "13"),
+    ];
+    headers.extend(key.map(|k| ("sec-websocket-key", k)));
+    headers.extend(origin.map(|o| ("origin", o)));
+    s.request("GET", &format!("/ws?token={}", s.token("u1")), &headers, "")
+        .await
 }
 
 // ------------------------------------------------------ successful methods
@@ -631,20 +640,6 @@ async fn any_origin_is_allowed_without_allowlist() {
 
 // ------------------------------------------------------ handshake headers
 
-/// An upgrade request with the given Upgrade header and key (no Origin).
-async fn upgrade_with(s: &Server, upgrade: &str, key: Option<&str>) -> client::HttpResponse {
-    let mut headers = vec![
-        ("connection", "Upgrade"),
-        ("upgrade", upgrade),
-        ("sec-websocket-version", "13"),
-    ];
-    if let Some(k) = key {
-        headers.push(("sec-websocket-key", k));
-    }
-    s.request("GET", &format!("/ws?token={}", s.token("u1")), &headers, "")
-        .await
-}
-
 #[tokio::test]
 async fn handshake_refuses_a_key_that_is_not_16_bytes_of_base64() {
     // RFC 6455 §4.1: the key is a random 16-byte value, base64-encoded.
@@ -657,12 +652,12 @@ async fn handshake_refuses_a_key_that_is_not_16_bytes_of_base64() {
         Some("AAAAAAAAAAAAAAAAAAAA"),     // 15 bytes
         Some("AAAAAAAAAAAAAAAAAAAAAAA="), // 17 bytes
     ] {
-        let r = upgrade_with(&s, "websocket", key).await;
+        let r = upgrade_with(&s, "websocket", key, None).await;
         assert_eq!(r.status, 400, "key {key:?}");
         assert_eq!(r.json()["error"], "bad-request", "key {key:?}");
     }
     // Not an upgrade to WebSocket, even with a good key.
-    let r = upgrade_with(&s, "h2c", Some("dGhlIHNhbXBsZSBub25jZQ==")).await;
+    let r = upgrade_with(&s, "h2c", Some(GOOD_KEY), None).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "bad-request");
     // The same server still upgrades a proper request.
