@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Benchmark suite: the release daemon driven by `callbridge-bench`
-# (src/bin/callbridge-bench.rs) on this machine's loopback.
+# (src/bin/callbridge-bench.rs) on this machine's loopback. Every run
+# prints throughput, latencies, lost events, and the daemon's CPU per
+# webhook and per delivered frame (from /proc/PID/stat): with the load
+# generator on the same cores, throughput is bounded by the generator, CPU
+# per event is the daemon's own cost.
 #
-#   1. memory store, as fast as the posters go
-#   2. memory store at a fixed 2,000 webhooks/s (delivery latency)
-#   3. memory store, idle connections: RSS per connection
-#   4. MongoDB (SecantusDB on loopback)
-#   5. two instances on one MongoDB
-#   6. two instances on one MongoDB, one killed (SIGKILL) and restarted
-#      mid-run; its clients resume on the other with `since`
+#   memory     embedded store, as fast as the posters go (50 users, 100 sockets)
+#   rate       embedded store at a fixed 2,000 webhooks/s, 1,000 users on
+#              1,000 sockets (delivery latency, CPU at everyday load)
+#   broadcast  embedded store, 200 users on 200 sockets, every webhook to
+#              all of them (CALLBRIDGE_UNROUTED=broadcast)
+#   idle       embedded store, idle connections: RSS per connection
+#   mongodb    MongoDB (SecantusDB on loopback), routed; commands per webhook
+#   mongodb-broadcast  MongoDB, every webhook to 200 users; commands per webhook
+#   mongodb-2x two instances on one MongoDB
+#   kill       two instances on one MongoDB, one killed (SIGKILL) and
+#              restarted mid-run; its clients resume on the other with
+#              `since` (the delivery max is the stall)
 #
+# SCENARIOS picks some (default: all, in this order), e.g.
+# SCENARIOS="rate broadcast" scripts/bench.sh. DAEMON_BIN runs another
+# build of the daemon under the same load (before/after comparisons).
 # Sizes come from the environment (defaults in brackets): MEM_WEBHOOKS
-# [20000], RATE_WEBHOOKS [20000], IDLE_CONNS [10000], MONGO_WEBHOOKS [3000],
-# CONCURRENCY [16], USERS [50], CONNS [100]. Figures are measurements of
-# this machine; nothing here asserts a target. A run that loses an event
-# exits non-zero.
+# [20000], RATE_WEBHOOKS [20000], BCAST_WEBHOOKS [2000], IDLE_CONNS [10000],
+# MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [300], CONCURRENCY [16],
+# USERS [50], CONNS [100]. Figures are measurements of this machine;
+# nothing here asserts a target. A run that loses an event exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,12 +34,15 @@ MEM_WEBHOOKS="${MEM_WEBHOOKS:-20000}"
 RATE_WEBHOOKS="${RATE_WEBHOOKS:-20000}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 MONGO_WEBHOOKS="${MONGO_WEBHOOKS:-3000}"
+BCAST_WEBHOOKS="${BCAST_WEBHOOKS:-2000}"
+MONGO_BCAST_WEBHOOKS="${MONGO_BCAST_WEBHOOKS:-300}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
 
 cargo build --release --locked --bins >&2
-BIN=target/release/callbridge
+BIN="${DAEMON_BIN:-target/release/callbridge}"
 BENCH=target/release/callbridge-bench
 ADMIN=bench-admin-token-0123456789
 SECANTUSD="$(scripts/secantus.sh)"
@@ -85,32 +100,66 @@ echo "$!" >>"$PIDS"
 MONGO="mongodb://127.0.0.1:${db_port}/?replicaSet=secantus"
 STD=(--users "$USERS" --conns "$CONNS" --concurrency "$CONCURRENCY")
 
-echo; echo "== 1-3. embedded store"
-port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
-bench memory "https://127.0.0.1:$port" "$pid" "${STD[@]}" --webhooks "$MEM_WEBHOOKS"
-bench memory-2000/s "https://127.0.0.1:$port" "$pid" "${STD[@]}" --webhooks "$RATE_WEBHOOKS" --rate 2000 --no-setup
-stop "$pid"
-port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
-bench idle "https://127.0.0.1:$port" "$pid" --users 1000 --conns "$IDLE_CONNS" --idle-only
-stop "$pid"
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-echo; echo "== 4. MongoDB"
-port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench1)"
-bench mongodb "https://127.0.0.1:$port" "$pid" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS"
-stop "$pid"
-
-echo; echo "== 5. two instances on one MongoDB"
-pa="$(free_port)"; pb="$(free_port)"
-a="$(start_daemon "$pa" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
-b="$(start_daemon "$pb" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
-bench mongodb-2x "https://127.0.0.1:$pa,https://127.0.0.1:$pb" "$a" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS"
-
-echo; echo "== 6. two instances, B killed and restarted mid-run"
-bench mongodb-2x-kill "https://127.0.0.1:$pa,https://127.0.0.1:$pb" "$a" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS" --no-setup &
-bench_pid=$!
-sleep 8
-kill -9 "$b"
-echo "   (killed B with SIGKILL; restarting it in 3 s)"
-sleep 3
-b="$(start_daemon "$pb" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
-wait "$bench_pid"
+if want memory; then
+    echo; echo "== memory: embedded store, max rate"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
+    bench memory "https://127.0.0.1:$port" "$pid" "${STD[@]}" --webhooks "$MEM_WEBHOOKS"
+    stop "$pid"
+fi
+if want rate; then
+    echo; echo "== rate: embedded store, fixed 2,000 webhooks/s, 1,000 sockets"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
+    bench memory-2000/s "https://127.0.0.1:$port" "$pid" --users 1000 --conns 1000 \
+        --concurrency "$CONCURRENCY" --webhooks "$RATE_WEBHOOKS" --rate 2000
+    stop "$pid"
+fi
+if want broadcast; then
+    echo; echo "== broadcast: embedded store, every webhook to 200 sockets"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI= CALLBRIDGE_UNROUTED=broadcast)"
+    bench broadcast "https://127.0.0.1:$port" "$pid" --users 200 --conns 200 \
+        --concurrency "$CONCURRENCY" --webhooks "$BCAST_WEBHOOKS" --broadcast
+    stop "$pid"
+fi
+if want idle; then
+    echo; echo "== idle: RSS per connection"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
+    bench idle "https://127.0.0.1:$port" "$pid" --users 1000 --conns "$IDLE_CONNS" --idle-only
+    stop "$pid"
+fi
+if want mongodb; then
+    echo; echo "== mongodb: one instance, routed"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench1)"
+    bench mongodb "https://127.0.0.1:$port" "$pid" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS"
+    stop "$pid"
+fi
+if want mongodb-broadcast; then
+    echo; echo "== mongodb-broadcast: one instance, every webhook to 200 users"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench3 CALLBRIDGE_UNROUTED=broadcast)"
+    bench mongodb-broadcast "https://127.0.0.1:$port" "$pid" --users 200 --conns 200 \
+        --concurrency "$CONCURRENCY" --webhooks "$MONGO_BCAST_WEBHOOKS" --broadcast
+    stop "$pid"
+fi
+if want mongodb-2x || want kill; then
+    pa="$(free_port)"; pb="$(free_port)"
+    a="$(start_daemon "$pa" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
+    b="$(start_daemon "$pb" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
+    setup=()
+fi
+if want mongodb-2x; then
+    echo; echo "== mongodb-2x: two instances on one MongoDB"
+    bench mongodb-2x "https://127.0.0.1:$pa,https://127.0.0.1:$pb" "$a" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS"
+    setup=(--no-setup)
+fi
+if want kill; then
+    echo; echo "== kill: two instances, B killed and restarted mid-run"
+    bench mongodb-2x-kill "https://127.0.0.1:$pa,https://127.0.0.1:$pb" "$a" "${STD[@]}" --webhooks "$MONGO_WEBHOOKS" "${setup[@]}" &
+    bench_pid=$!
+    sleep 8
+    kill -9 "$b"
+    echo "   (killed B with SIGKILL; restarting it in 3 s)"
+    sleep 3
+    b="$(start_daemon "$pb" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
+    wait "$bench_pid"
+fi

@@ -38,13 +38,14 @@ impl App {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
         let auth = Authenticator::new(&config.jwt);
         let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
+        let metrics = Metrics::default().with_store_commands(store.command_counter());
         Arc::new(App {
             config,
             store,
             hub: Hub::new(),
             verifier,
             auth,
-            metrics: Metrics::default(),
+            metrics,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -661,7 +661,29 @@ async fn check_mongodb(config: &Config, uri: &str) -> CliResult {
             missing.join(", ")
         );
     }
+    report_transaction_lifetime(store.transaction_lifetime_limit().await);
     Ok(())
+}
+
+/// Above this, an instance killed mid-ingest stalls its users' events
+/// noticeably; callbridge's transactions take milliseconds.
+const LIFETIME_ADVISED_SECS: i64 = 15;
+
+fn report_transaction_lifetime(limit: Option<i64>) {
+    match limit {
+        Some(n) if n <= LIFETIME_ADVISED_SECS => {
+            println!("ok: MongoDB transactionLifetimeLimitSeconds = {n}");
+        }
+        Some(n) => println!(
+            "note: MongoDB transactionLifetimeLimitSeconds = {n}: an instance killed mid-ingest \
+             holds its users' seq counters that long, delaying their events; \
+             10 is plenty for callbridge (docs/mongodb.md)"
+        ),
+        None => println!(
+            "note: MongoDB transactionLifetimeLimitSeconds could not be read \
+             (getParameter refused); 10 is advised (docs/mongodb.md)"
+        ),
+    }
 }
 
 #[cfg(test)]

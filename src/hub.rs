@@ -298,10 +298,12 @@ mod tests {
         StoredEvent {
             user_id: user.into(),
             seq,
-            id: format!("e{seq}"),
-            event: "call-initiated".into(),
-            ts: "2026-11-22T10:15:30Z".into(),
-            data: Arc::new(Value::Null),
+            body: Arc::new(crate::domain::EventBody::new(
+                format!("e{seq}"),
+                "call-initiated".into(),
+                "2026-11-22T10:15:30Z".into(),
+                &Value::Null,
+            )),
         }
     }
 

@@ -190,6 +190,19 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Publish the store's command counter (MongoDB: every command the
+    /// driver starts) as `callbridge_store_commands_total`.
+    pub fn with_store_commands(mut self, counter: Option<Counter>) -> Self {
+        if let Some(c) = counter {
+            self.registry.register(
+                "store_commands",
+                "Commands sent to MongoDB (driver command monitoring)",
+                c,
+            );
+        }
+        self
+    }
+
     pub fn webhook(&self, outcome: &'static str) {
         self.webhooks.get_or_create(&OutcomeLabel { outcome }).inc();
     }

@@ -157,25 +157,31 @@ impl ServerMessage {
     }
 }
 
-#[derive(Serialize)]
-struct EventFrame<'a> {
-    event: &'a str,
-    data: &'a Value,
-    seq: u64,
-    id: &'a str,
-    ts: &'a str,
-}
-
-/// A stored call event as the client sees it.
+/// A stored call event as the client sees it:
+/// `{"event":…,"data":…,"seq":…,"id":…,"ts":…}`.
+///
+/// Built by concatenation, not by serde: `data` is already JSON text in the
+/// shared body (serialized once at ingest), so a user's frame costs one
+/// allocation and a copy, whatever the size of `data` and the number of
+/// users. The short strings are escaped by serde_json, as before.
 pub fn event_frame(ev: &StoredEvent) -> String {
-    serde_json::to_string(&EventFrame {
-        event: &ev.event,
-        data: &ev.data,
-        seq: ev.seq,
-        id: &ev.id,
-        ts: &ev.ts,
-    })
-    .expect("stored events always serialize")
+    let b = &ev.body;
+    let q = |s: &str| serde_json::to_string(s).expect("strings always serialize");
+    let (event, id, ts) = (q(&b.event), q(&b.id), q(&b.ts));
+    // The fixed text is 35 bytes; a u64 is at most 20 digits.
+    let mut f = String::with_capacity(64 + event.len() + b.data_json.len() + id.len() + ts.len());
+    f.push_str("{\"event\":");
+    f.push_str(&event);
+    f.push_str(",\"data\":");
+    f.push_str(&b.data_json);
+    f.push_str(",\"seq\":");
+    f.push_str(itoa::Buffer::new().format(ev.seq));
+    f.push_str(",\"id\":");
+    f.push_str(&id);
+    f.push_str(",\"ts\":");
+    f.push_str(&ts);
+    f.push('}');
+    f
 }
 
 #[derive(Serialize)]
@@ -231,6 +237,31 @@ mod tests {
         // The error never echoes the token.
         let e = ClientMessage::parse(r#"{"type":"auth","token":123456789}"#).unwrap_err();
         assert!(!e.contains("123456789"), "{e}");
+    }
+
+    #[test]
+    fn event_frame_is_what_serde_would_write() {
+        let data =
+            serde_json::json!({"a": "x\"y", "n": 12345678901234i64, "f": 2.5, "l": [null, true]});
+        let ev = StoredEvent {
+            user_id: "u".into(),
+            seq: u64::MAX,
+            body: std::sync::Arc::new(crate::domain::EventBody::new(
+                "ev\"1".into(),
+                "call-answered".into(),
+                "2026-11-22T10:15:30Z".into(),
+                &data,
+            )),
+        };
+        let want = serde_json::json!({
+            "event": "call-answered", "data": data, "seq": u64::MAX,
+            "id": "ev\"1", "ts": "2026-11-22T10:15:30Z",
+        });
+        let frame = event_frame(&ev);
+        assert_eq!(serde_json::from_str::<Value>(&frame).unwrap(), want);
+        let keys: Vec<&str> = ["\"event\"", "\"data\"", "\"seq\"", "\"id\"", "\"ts\""].to_vec();
+        let at: Vec<usize> = keys.iter().map(|k| frame.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "key order: {frame}");
     }
 
     #[test]

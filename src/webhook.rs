@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::clock::now_ms;
-use crate::domain::{Ingest, IngestOutcome};
+use crate::domain::{EventBody, Ingest, IngestOutcome};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::normalize::{normalize, Normalized};
@@ -102,12 +102,12 @@ async fn process(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack
         "userIds".into(),
         Value::Array(route.targets.iter().cloned().map(Value::String).collect()),
     );
+    // `data` is serialized here, once: every user's frame, the stored
+    // copy and the other instances' feed reuse the text.
+    let body = EventBody::new(id.clone(), event, ts, &Value::Object(data));
     let ingest = Ingest {
-        event_id: id.clone(),
-        event,
-        ts,
+        body: Arc::new(body),
         occurred_ms,
-        data: Arc::new(Value::Object(data)),
         targets: route.targets.clone(),
         call,
         transition,

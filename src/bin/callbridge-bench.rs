@@ -78,6 +78,32 @@ struct Args {
     /// Only open connections, wait, report RSS per connection, and exit.
     #[arg(long)]
     idle_only: bool,
+    /// Webhooks no user claims (no client_state, unknown numbers): with the
+    /// daemon's `CALLBRIDGE_UNROUTED=broadcast` each goes to every user, so
+    /// every session must receive every webhook.
+    #[arg(long)]
+    broadcast: bool,
+}
+
+/// utime + stime of a process, in ms (`/proc/PID/stat` fields 14 and 15,
+/// in clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10)
+}
+
+/// The value of a counter in `/metrics` (0 when absent).
+fn counter_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -190,13 +216,19 @@ async fn main() {
     }
 
     let metrics_before = fetch_metrics(first, &setup.tls).await;
+    let cpu_before = args.pid.and_then(cpu_ms);
     let posted = post_webhooks(&args, &setup, epoch).await;
     let expected = expected_frames(&args, &clients.sessions_per_user);
     wait_for_frames(&clients.received, expected).await;
+    let cpu_after = args.pid.and_then(cpu_ms);
     let metrics_after = fetch_metrics(first, &setup.tls).await;
 
     let tally = count_delivery(&args, &clients);
     print_results(&args, &posted, &tally, &metrics_before, &metrics_after);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        print_cpu(&args, b.saturating_sub(a), expected);
+    }
+    print_store_commands(&args, &metrics_before, &metrics_after);
     for h in clients.readers {
         h.abort();
     }
@@ -404,6 +436,7 @@ async fn post_webhooks(args: &Args, setup: &Setup, epoch: Instant) -> Posted {
         users: args.users,
         interval: per_poster_interval(args),
         epoch,
+        broadcast: args.broadcast,
     };
     let posters: Vec<_> = (0..args.concurrency)
         .map(|poster| tokio::spawn(shared.clone().run(poster)))
@@ -447,6 +480,7 @@ struct Poster {
     users: usize,
     interval: Option<Duration>,
     epoch: Instant,
+    broadcast: bool,
 }
 
 /// How one POST of a webhook went.
@@ -475,7 +509,7 @@ impl Poster {
             if let Some(t) = tick.as_mut() {
                 t.tick().await;
             }
-            let body = webhook_body(i, i % self.users, self.epoch);
+            let body = webhook_body(i, (!self.broadcast).then_some(i % self.users), self.epoch);
             self.post_until_accepted(&mut conn, &mut at_url, &body)
                 .await;
         }
@@ -549,6 +583,10 @@ impl Poster {
 
 /// Frames the run should produce: every webhook once per session of its user.
 fn expected_frames(args: &Args, sessions_per_user: &[u32]) -> u64 {
+    if args.broadcast {
+        let all: u64 = sessions_per_user.iter().map(|n| *n as u64).sum();
+        return all * args.webhooks as u64;
+    }
     (0..args.webhooks)
         .map(|i| sessions_per_user[i % args.users] as u64)
         .sum()
@@ -582,11 +620,18 @@ fn count_delivery(args: &Args, clients: &Clients) -> Tally {
     let mut lost = 0u64;
     let mut dup = 0u64;
     for i in 0..args.webhooks {
-        let user = i % args.users;
-        let want = clients.sessions_per_user[user];
-        let got = r.counts.get(&(user, event_id(i))).copied().unwrap_or(0);
-        lost += want.saturating_sub(got) as u64;
-        dup += got.saturating_sub(want) as u64;
+        let id = event_id(i);
+        let users = if args.broadcast {
+            0..args.users
+        } else {
+            i % args.users..i % args.users + 1
+        };
+        for user in users {
+            let want = clients.sessions_per_user[user];
+            let got = r.counts.get(&(user, id.clone())).copied().unwrap_or(0);
+            lost += want.saturating_sub(got) as u64;
+            dup += got.saturating_sub(want) as u64;
+        }
     }
     let mut delivery_us = r.delivery_us.clone();
     delivery_us.sort_unstable();
@@ -646,6 +691,36 @@ fn print_results(args: &Args, posted: &Posted, tally: &Tally, before: &str, afte
     }
 }
 
+/// Server CPU (utime + stime of `--pid`) from the first post to the last
+/// frame, per webhook and per delivered frame: with the load generator on
+/// the same cores, throughput is bounded by the generator, CPU is not.
+fn print_cpu(args: &Args, ms: u64, deliveries: u64) {
+    println!(
+        "[{}] daemon CPU: {} ms = {:.0} us per webhook, {:.2} us per delivery ({} deliveries)",
+        args.label,
+        ms,
+        ms as f64 * 1000.0 / args.webhooks.max(1) as f64,
+        ms as f64 * 1000.0 / deliveries.max(1) as f64,
+        deliveries
+    );
+}
+
+/// MongoDB commands the daemon sent per webhook (its
+/// `callbridge_store_commands_total`, the driver's command monitoring);
+/// nothing on the embedded store. With several instances, the first's.
+fn print_store_commands(args: &Args, before: &str, after: &str) {
+    let name = "callbridge_store_commands_total";
+    let n = counter_value(after, name) - counter_value(before, name);
+    if n > 0.0 {
+        println!(
+            "[{}] MongoDB commands: {:.0} = {:.2} per webhook",
+            args.label,
+            n,
+            n / args.webhooks.max(1) as f64
+        );
+    }
+}
+
 /// Open a session on `urls[i]` (resuming after `since`), retrying until it
 /// works; returns it with the last seq it replayed.
 async fn open_session(
@@ -686,26 +761,30 @@ fn event_id(i: usize) -> String {
     format!("bench-{run}-{i:08}")
 }
 
-fn webhook_body(i: usize, user: usize, epoch: Instant) -> String {
-    let cs = base64::engine::general_purpose::STANDARD
-        .encode(json!({"userId": format!("bench{user}")}).to_string());
+/// Webhook `i`: to `user` through its client_state, or (`None`, the
+/// broadcast run) to nobody in particular, on a call of its own.
+fn webhook_body(i: usize, user: Option<usize>, epoch: Instant) -> String {
+    let mut payload = json!({
+        "call_control_id": format!("v3:bench-call-{}", user.map_or(i, |u| u)),
+        "call_leg_id": format!("bench-leg-{}", user.map_or(i, |u| u)),
+        "call_session_id": format!("bench-session-{}", user.map_or(i, |u| u)),
+        "connection_id": "bench",
+        "from": "+15551230001",
+        "to": "+15559870002",
+        "digit": "5",
+        "bench_sent_us": epoch.elapsed().as_micros() as u64,
+    });
+    if let Some(user) = user {
+        payload["client_state"] = json!(base64::engine::general_purpose::STANDARD
+            .encode(json!({"userId": format!("bench{user}")}).to_string()));
+    }
     json!({
         "data": {
             "record_type": "event",
             "id": event_id(i),
             "event_type": "call.dtmf.received",
             "occurred_at": callbridge::clock::now_rfc3339(),
-            "payload": {
-                "call_control_id": format!("v3:bench-call-{user}"),
-                "call_leg_id": format!("bench-leg-{user}"),
-                "call_session_id": format!("bench-session-{user}"),
-                "connection_id": "bench",
-                "from": "+15551230001",
-                "to": "+15559870002",
-                "digit": "5",
-                "client_state": cs,
-                "bench_sent_us": epoch.elapsed().as_micros() as u64,
-            }
+            "payload": payload,
         },
         "meta": {"attempt": 1}
     })

@@ -7,30 +7,57 @@ use serde_json::Value;
 
 use super::call::{CallInfo, LegEvent, Transition};
 
-/// One event as stored for one user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    pub user_id: String,
-    pub seq: u64,
+/// One event as stored once, whatever the number of its users: what Telnyx
+/// said, with `data` serialized to JSON text once, at ingest. Every user's
+/// frame is built from these bytes and that user's `seq`
+/// ([`crate::protocol::event_frame`]); `data` is never serialized again, and
+/// a broadcast to 200 users stores and holds one body, not 200 copies.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventBody {
     /// Telnyx event id.
     pub id: String,
     /// Normalized event name (`call-answered`).
     pub event: String,
     /// `occurred_at` as RFC 3339.
     pub ts: String,
-    /// The normalized `data` object (shared by every target user).
-    pub data: Arc<Value>,
+    /// The normalized `data` object as JSON text.
+    pub data_json: String,
+}
+
+impl EventBody {
+    /// Serialize `data` once.
+    pub fn new(id: String, event: String, ts: String, data: &Value) -> Self {
+        EventBody {
+            id,
+            event,
+            ts,
+            data_json: serde_json::to_string(data).expect("JSON values always serialize"),
+        }
+    }
+
+    /// `data` as a JSON value (parsed anew: for tools and tests, not the
+    /// delivery path).
+    pub fn data(&self) -> Value {
+        serde_json::from_str(&self.data_json).unwrap_or(Value::Null)
+    }
+}
+
+/// One event as one user has it: that user's `seq`, pointing at the body
+/// every target user shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub user_id: String,
+    pub seq: u64,
+    pub body: Arc<EventBody>,
 }
 
 /// Everything one verified webhook writes.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    pub event_id: String,
-    pub event: String,
-    pub ts: String,
+    /// The event, stored once for all of `targets`.
+    pub body: Arc<EventBody>,
     /// `occurred_at` in ms since the epoch; orders state transitions.
     pub occurred_ms: i64,
-    pub data: Arc<Value>,
     pub targets: Vec<String>,
     pub call: CallInfo,
     pub transition: Transition,
@@ -38,7 +65,8 @@ pub struct Ingest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestOutcome {
-    /// Stored: one event per target user, each with its `seq`.
+    /// Stored: one entry per target user, each with its `seq`, all sharing
+    /// one body.
     Stored(Vec<StoredEvent>),
     /// This Telnyx event id was stored before; nothing was written.
     Duplicate,
@@ -58,21 +86,18 @@ impl Ingest {
             call: &self.call,
             transition: self.transition,
             occurred_ms: self.occurred_ms,
-            ts: &self.ts,
+            ts: &self.body.ts,
             targets: &self.targets,
         }
     }
 
-    /// The event as stored for `user` under that user's next `seq`. The
-    /// `data` object is shared by every target user, not copied.
+    /// The event as `user` has it under that user's next `seq`: the body is
+    /// shared, not copied.
     pub fn stored_for(&self, user: &str, seq: u64) -> StoredEvent {
         StoredEvent {
             user_id: user.to_string(),
             seq,
-            id: self.event_id.clone(),
-            event: self.event.clone(),
-            ts: self.ts.clone(),
-            data: self.data.clone(),
+            body: self.body.clone(),
         }
     }
 }

@@ -12,5 +12,5 @@ pub use call::{
     sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, LegEvent, Transition,
 };
 pub use control::Control;
-pub use event::{history_gap, EventsPage, Ingest, IngestOutcome, StoredEvent};
+pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use user::{Presence, Role, Status, User, UserView};

@@ -6,7 +6,7 @@
 //! Nothing survives a restart: the daemon logs a warning when it runs on it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{Store, StoreResult};
 use crate::clock::{now_ms, now_rfc3339};
 use crate::domain::{
-    history_gap, CallRecord, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
+    history_gap, CallRecord, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
     StoredEvent, User, UserView,
 };
 
@@ -49,8 +49,15 @@ struct PresenceState {
 #[derive(Default)]
 struct UserLog {
     last_seq: u64,
-    /// (stored_at ms, event), oldest first.
-    events: VecDeque<(i64, StoredEvent)>,
+    /// Oldest first. The body is shared by every user the event went to:
+    /// an event for 200 users is held once.
+    events: VecDeque<Entry>,
+}
+
+struct Entry {
+    stored_at: i64,
+    seq: u64,
+    body: Arc<EventBody>,
 }
 
 pub struct MemoryStore {
@@ -99,8 +106,8 @@ impl State {
 
 impl UserLog {
     fn prune(&mut self, now: i64, history_ms: i64) {
-        while let Some((at, _)) = self.events.front() {
-            if now - *at <= history_ms && self.events.len() <= MAX_EVENTS_PER_USER {
+        while let Some(e) = self.events.front() {
+            if now - e.stored_at <= history_ms && self.events.len() <= MAX_EVENTS_PER_USER {
                 break;
             }
             self.events.pop_front();
@@ -194,10 +201,10 @@ impl Store for MemoryStore {
         let history_ms = self.history.as_millis() as i64;
         let mut st = self.lock();
         st.prune(now, history_ms);
-        if !st.receipts.insert(ingest.event_id.clone()) {
+        if !st.receipts.insert(ingest.body.id.clone()) {
             return Ok(IngestOutcome::Duplicate);
         }
-        st.receipt_order.push_back((now, ingest.event_id.clone()));
+        st.receipt_order.push_back((now, ingest.body.id.clone()));
 
         if !ingest.targets.is_empty() {
             for key in ingest.call.binding_keys() {
@@ -220,10 +227,13 @@ impl Store for MemoryStore {
         for user in &ingest.targets {
             let log = st.logs.entry(user.clone()).or_default();
             log.last_seq += 1;
-            let ev = ingest.stored_for(user, log.last_seq);
-            log.events.push_back((now, ev.clone()));
+            log.events.push_back(Entry {
+                stored_at: now,
+                seq: log.last_seq,
+                body: ingest.body.clone(),
+            });
             log.prune(now, history_ms);
-            stored.push(ev);
+            stored.push(ingest.stored_for(user, log.last_seq));
         }
         Ok(IngestOutcome::Stored(stored))
     }
@@ -238,14 +248,18 @@ impl Store for MemoryStore {
             });
         };
         log.prune(now, self.history.as_millis() as i64);
-        let oldest = log.events.front().map(|(_, e)| e.seq);
+        let oldest = log.events.front().map(|e| e.seq);
         let gap = history_gap(since, log.last_seq, oldest);
-        let start = log.events.partition_point(|(_, e)| e.seq <= since);
+        let start = log.events.partition_point(|e| e.seq <= since);
         let events = log
             .events
             .range(start..)
             .take(limit)
-            .map(|(_, e)| e.clone())
+            .map(|e| StoredEvent {
+                user_id: user.to_string(),
+                seq: e.seq,
+                body: e.body.clone(),
+            })
             .collect();
         Ok(EventsPage { events, gap })
     }

@@ -81,6 +81,12 @@ pub trait Store: Send + Sync + 'static {
     /// User, presence, status and active calls in one read.
     async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>>;
 
+    /// Commands this store sends to its server, counted as they start
+    /// (`None`: an embedded store sends none).
+    fn command_counter(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        None
+    }
+
     // ---- several instances on one store
     /// Tell the other instances to apply `control` (this one applies it itself).
     async fn publish_control(&self, _control: &Control) -> StoreResult<()> {

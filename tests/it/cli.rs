@@ -308,6 +308,12 @@ fn check_config_reports_mongodb_reachability_and_indexes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("MongoDB reachable"), "{text}");
     assert!(text.contains("indexes not created yet"), "{text}");
+    // The transaction lifetime (how long a killed instance's locks last) is
+    // reported, whatever the server says of it.
+    assert!(
+        text.contains("MongoDB transactionLifetimeLimitSeconds"),
+        "{text}"
+    );
 
     // After a daemon start created them, they are reported in place.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -12,6 +12,7 @@ mod common;
 
 mod admin;
 mod cli;
+mod fan_out;
 mod lifecycle;
 mod limits;
 mod mongo_outage;

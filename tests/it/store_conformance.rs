@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::common::mongo_required;
 use callbridge::domain::{
-    CallInfo, CallState, Ingest, IngestOutcome, Role, Status, StoredEvent, Transition, User,
+    CallInfo, CallState, EventBody, Ingest, IngestOutcome, Role, Status, StoredEvent, Transition,
+    User,
 };
 use callbridge::store::memory::MemoryStore;
 use callbridge::store::mongo::MongoStore;
@@ -70,11 +71,13 @@ fn user(id: &str, role: Role, phones: &[&str], conns: &[&str]) -> User {
 
 fn ingest(id: &str, targets: &[&str], control: &str, t: Transition, ms: i64) -> Ingest {
     Ingest {
-        event_id: id.into(),
-        event: "call-x".into(),
-        ts: callbridge::clock::rfc3339_ms(ms),
+        body: Arc::new(EventBody::new(
+            id.into(),
+            "call-x".into(),
+            callbridge::clock::rfc3339_ms(ms),
+            &json!({"n": id, "big": 12345678901234i64, "nested": {"a": [1, 2.5, null]}}),
+        )),
         occurred_ms: ms,
-        data: Arc::new(json!({"n": id, "big": 12345678901234i64, "nested": {"a": [1, 2.5, null]}})),
         targets: targets.iter().map(|s| s.to_string()).collect(),
         call: CallInfo {
             call_control_id: Some(control.into()),
@@ -187,9 +190,10 @@ conformance!(seq_dedupe_and_history, |s: Arc<dyn Store>| async move {
         vec![1, 2]
     );
     // Data round-trips exactly.
-    assert_eq!(page.events[0].data.as_ref(), e1[0].data.as_ref());
-    assert_eq!(page.events[0].id, "e1");
-    assert_eq!(page.events[0].ts, callbridge::clock::rfc3339_ms(1000));
+    assert_eq!(page.events[0].body.data_json, e1[0].body.data_json);
+    assert_eq!(page.events[0].body.data(), e1[0].body.data());
+    assert_eq!(page.events[0].body.id, "e1");
+    assert_eq!(page.events[0].body.ts, callbridge::clock::rfc3339_ms(1000));
     let page = s.events_since("u1", 1, 100).await.unwrap();
     assert_eq!(
         page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -533,4 +537,123 @@ async fn mongodb_presence_of_a_crashed_run_is_cleared_at_restart() {
     let v = s.user_view("u1").await.unwrap().unwrap();
     assert!(!v.presence.online);
     assert_eq!(v.presence.connections, 0);
+}
+
+conformance!(
+    one_event_for_200_users_takes_each_their_next_seq,
+    |s: Arc<dyn Store>| async move {
+        let users: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+        for (k, u) in users.iter().enumerate() {
+            s.upsert_user(user(u, Role::Agent, &[], &[])).await.unwrap();
+            // User k has k % 3 events before the shared one.
+            for i in 0..k % 3 {
+                let own = ingest(
+                    &format!("own-{u}-{i}"),
+                    &[u],
+                    "c-own",
+                    Transition::None,
+                    1000,
+                );
+                stored(s.ingest(own).await.unwrap());
+            }
+        }
+        let targets: Vec<&str> = users.iter().map(String::as_str).collect();
+        let shared = stored(
+            s.ingest(ingest("shared", &targets, "c-all", Transition::None, 2000))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(shared.len(), 200);
+        for (k, (ev, u)) in shared.iter().zip(&users).enumerate() {
+            assert_eq!(
+                (ev.user_id.as_str(), ev.seq),
+                (u.as_str(), (k % 3) as u64 + 1)
+            );
+            let page = s.events_since(u, (k % 3) as u64, 10).await.unwrap();
+            assert_eq!(page.events.len(), 1, "{u}");
+            assert_eq!(page.events[0].seq, (k % 3) as u64 + 1);
+            assert_eq!(page.events[0].body, shared[0].body, "one body for all");
+            assert_eq!(s.last_seq(u).await.unwrap(), (k % 3) as u64 + 1);
+        }
+        // A repeat of the same Telnyx id stores nothing for anyone.
+        let again = s
+            .ingest(ingest("shared", &targets, "c-all", Transition::None, 2000))
+            .await
+            .unwrap();
+        assert_eq!(again, IngestOutcome::Duplicate);
+        assert_eq!(s.last_seq("m001").await.unwrap(), 2);
+    }
+);
+
+/// Round trips per webhook do not grow with its recipients: the driver's
+/// command monitoring counts the same number of commands for an event to
+/// one user and for one to 200.
+#[tokio::test]
+async fn mongodb_commands_per_ingest_do_not_depend_on_recipients() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let s = mongo_store(&fresh_db()).await;
+    let users: Vec<String> = (0..200).map(|i| format!("r{i:03}")).collect();
+    for u in &users {
+        s.upsert_user(user(u, Role::Agent, &[], &[])).await.unwrap();
+    }
+    let counter = s.command_counter().expect("MongoDB counts its commands");
+    let mut per_ingest = Vec::new();
+    for (i, n) in [1usize, 200, 1, 200].into_iter().enumerate() {
+        let targets: Vec<&str> = users[..n].iter().map(String::as_str).collect();
+        let before = counter.get();
+        let ev = ingest(
+            &format!("cmd{i}"),
+            &targets,
+            &format!("c-cmd{i}"),
+            Transition::None,
+            1000,
+        );
+        assert_eq!(stored(s.ingest(ev).await.unwrap()).len(), n);
+        per_ingest.push((n, counter.get() - before));
+    }
+    let one = per_ingest[0].1;
+    assert!(one > 0);
+    assert!(
+        per_ingest.iter().all(|(_, c)| *c == one),
+        "commands per ingest (recipients, commands): {per_ingest:?}"
+    );
+}
+
+/// History written before bodies were shared (`events` documents carrying
+/// the event inline) still replays after an upgrade, in order with new events.
+#[tokio::test]
+async fn mongodb_history_from_before_shared_bodies_still_replays() {
+    let Some(uri) = mongo_uri() else { return };
+    let db = fresh_db();
+    let s = mongo_store(&db).await;
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let d = client.database(&db);
+    d.collection::<mongodb::bson::Document>("events")
+        .insert_one(mongodb::bson::doc! {
+            "userId": "old", "seq": 1i64, "eventId": "legacy-1", "event": "call-initiated",
+            "ts": "2026-11-01T10:00:00.000Z", "dataJson": "{\"n\":1}",
+            "storedAt": mongodb::bson::DateTime::now(), "origin": "older",
+        })
+        .await
+        .unwrap();
+    d.collection::<mongodb::bson::Document>("seqs")
+        .insert_one(mongodb::bson::doc! {"_id": "old", "seq": 1i64})
+        .await
+        .unwrap();
+    let new = stored(
+        s.ingest(ingest("after", &["old"], "c-old", Transition::None, 1000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(new[0].seq, 2);
+    let page = s.events_since("old", 0, 10).await.unwrap();
+    let got: Vec<(u64, &str)> = page
+        .events
+        .iter()
+        .map(|e| (e.seq, e.body.id.as_str()))
+        .collect();
+    assert_eq!(got, vec![(1, "legacy-1"), (2, "after")]);
+    assert_eq!(page.events[0].body.data(), json!({"n": 1}));
 }

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
 
-use crate::domain::{CallRecord, Control, Ingest, StoredEvent, User};
+use crate::domain::{CallRecord, Control, EventBody, StoredEvent, User};
 use crate::store::{StoreError, StoreResult};
 
 pub(super) fn dt(ms: i64) -> DateTime {
@@ -44,42 +45,96 @@ pub(super) fn user_to_doc(user: &User) -> StoreResult<Document> {
     Ok(d)
 }
 
-/// One `events` document: the event for one user. `data` is kept as JSON
-/// text so Telnyx's numbers and key order come back exactly as stored.
-pub(super) fn event_doc(
-    ingest: &Ingest,
-    user: &str,
-    seq: i64,
-    data_json: &str,
+/// One `eventBodies` document: the event, once, with every user it went
+/// to and their `seq` (`recipients`, which the other instances' feed reads).
+/// `data` is kept as JSON text so Telnyx's numbers and key order come back
+/// exactly as stored. `_id` is generated, not the Telnyx id: receipts and
+/// bodies expire on their own clocks.
+pub(super) fn body_doc(
+    body_id: ObjectId,
+    body: &EventBody,
+    recipients: &[(String, i64)],
     now: i64,
     origin: &str,
 ) -> Document {
+    let recipients: Vec<Document> = recipients
+        .iter()
+        .map(|(u, seq)| doc! {"userId": u, "seq": *seq})
+        .collect();
     doc! {
-        "userId": user,
-        "seq": seq,
-        "eventId": &ingest.event_id,
-        "event": &ingest.event,
-        "ts": &ingest.ts,
-        "dataJson": data_json,
+        "_id": body_id,
+        "eventId": &body.id,
+        "event": &body.event,
+        "ts": &body.ts,
+        "dataJson": &body.data_json,
+        "recipients": recipients,
         "storedAt": dt(now),
         "origin": origin,
     }
 }
 
-pub(super) fn event_from_doc(d: &Document) -> StoreResult<StoredEvent> {
-    let bad = |what: &str| StoreError::Corrupt(format!("events document: {what}"));
+/// One `events` document: one user's `seq` for a body.
+pub(super) fn entry_doc(user: &str, seq: i64, body_id: ObjectId, now: i64) -> Document {
+    doc! {"userId": user, "seq": seq, "bodyId": body_id, "storedAt": dt(now)}
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("events document: {what}"))
+}
+
+/// The body fields of a document: an `eventBodies` document, or an
+/// `events` document written before bodies were shared (which carries them
+/// inline).
+pub(super) fn body_from_doc(d: &Document) -> StoreResult<EventBody> {
     let data_json = d.get_str("dataJson").map_err(|_| bad("dataJson"))?;
-    Ok(StoredEvent {
-        user_id: d.get_str("userId").map_err(|_| bad("userId"))?.to_string(),
-        seq: d.get_i64("seq").map_err(|_| bad("seq"))? as u64,
+    // Checked, not parsed: the text goes into frames as it is.
+    serde_json::from_str::<serde::de::IgnoredAny>(data_json)
+        .map_err(|_| bad("dataJson is not JSON"))?;
+    Ok(EventBody {
         id: d
             .get_str("eventId")
             .map_err(|_| bad("eventId"))?
             .to_string(),
         event: d.get_str("event").map_err(|_| bad("event"))?.to_string(),
         ts: d.get_str("ts").map_err(|_| bad("ts"))?.to_string(),
-        data: Arc::new(serde_json::from_str(data_json).map_err(|_| bad("dataJson is not JSON"))?),
+        data_json: data_json.to_string(),
     })
+}
+
+/// Where an `events` document's body is.
+pub(super) enum EntryBody {
+    /// In `eventBodies`, under this id.
+    Shared(ObjectId),
+    /// Inline (a document written before bodies were shared).
+    Inline(Arc<EventBody>),
+}
+
+/// An `events` document: its `seq` and where its body is.
+pub(super) fn entry_from_doc(d: &Document) -> StoreResult<(u64, EntryBody)> {
+    let seq = d.get_i64("seq").map_err(|_| bad("seq"))? as u64;
+    let body = match d.get_object_id("bodyId") {
+        Ok(id) => EntryBody::Shared(id),
+        Err(_) => EntryBody::Inline(Arc::new(body_from_doc(d)?)),
+    };
+    Ok((seq, body))
+}
+
+/// What an `eventBodies` insert means for the sessions: the event, for each
+/// of its recipients under their `seq`.
+pub(super) fn events_from_body_doc(d: &Document) -> StoreResult<Vec<StoredEvent>> {
+    let body = Arc::new(body_from_doc(d)?);
+    let recipients = d.get_array("recipients").map_err(|_| bad("recipients"))?;
+    recipients
+        .iter()
+        .map(|r| {
+            let r = r.as_document().ok_or_else(|| bad("recipient"))?;
+            Ok(StoredEvent {
+                user_id: r.get_str("userId").map_err(|_| bad("userId"))?.to_string(),
+                seq: r.get_i64("seq").map_err(|_| bad("seq"))? as u64,
+                body: body.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A `calls` document (`_id` = call_control_id, `endedAt` for the TTL).

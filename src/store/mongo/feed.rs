@@ -1,5 +1,6 @@
 //! Several instances on one database: each follows, with change streams,
-//! what the others insert into `events` (stored call events) and `control`
+//! what the others insert into `eventBodies` (stored call events, one
+//! document per event with every recipient's `seq`) and `control`
 //! (admin actions), and publishes its own admin actions to `control`.
 //! Every document carries its writer's `origin`, so an instance skips its own.
 
@@ -13,7 +14,7 @@ use mongodb::Collection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::docs::{control_from_doc, control_to_doc, event_from_doc};
+use super::docs::{control_from_doc, control_to_doc, events_from_body_doc};
 use super::MongoStore;
 use crate::clock::now_ms;
 use crate::domain::Control;
@@ -56,7 +57,10 @@ impl MongoStore {
 
     pub(super) fn start_feed(&self, shutdown: CancellationToken) -> mpsc::Receiver<FeedItem> {
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        for (name, what) in [("events", Watched::Events), ("control", Watched::Control)] {
+        for (name, what) in [
+            ("eventBodies", Watched::Events),
+            ("control", Watched::Control),
+        ] {
             let w = Watcher {
                 coll: self.coll(name),
                 me: self.instance.clone(),
@@ -171,8 +175,8 @@ impl Watcher {
 
     fn item(&self, doc: &Document) -> Option<FeedItem> {
         match self.what {
-            Watched::Events => match event_from_doc(doc) {
-                Ok(ev) => Some(FeedItem::Events(vec![ev])),
+            Watched::Events => match events_from_body_doc(doc) {
+                Ok(events) => Some(FeedItem::Events(events)),
                 Err(e) => {
                     tracing::error!(error = %e, "events change skipped");
                     None

@@ -15,6 +15,10 @@ use crate::store::StoreResult;
 const MIN_RECEIPT_TTL: Duration = Duration::from_secs(72 * 3600);
 /// Call bindings outlive a long call and its late events.
 const MIN_BINDING_TTL: Duration = Duration::from_secs(48 * 3600);
+/// Bodies outlive the `events` entries pointing at them (same `storedAt`)
+/// by this much, so a reader never finds an entry whose body expired first:
+/// the TTL monitor deletes in passes a minute apart, in no set order.
+const BODY_TTL_MARGIN: Duration = Duration::from_secs(3600);
 /// Control messages only matter to instances that are up now.
 const CONTROL_TTL: Duration = Duration::from_secs(3600);
 
@@ -69,6 +73,13 @@ impl MongoStore {
             (
                 "events",
                 idx(doc! {"storedAt": 1}, ttl("storedAt_ttl", history)),
+            ),
+            (
+                "eventBodies",
+                idx(
+                    doc! {"storedAt": 1},
+                    ttl("storedAt_ttl", history + BODY_TTL_MARGIN),
+                ),
             ),
             (
                 "receipts",
@@ -150,7 +161,13 @@ impl MongoStore {
     pub async fn index_names(&self) -> StoreResult<Vec<(String, Vec<String>)>> {
         let mut out = Vec::new();
         for coll in [
-            "users", "events", "receipts", "calls", "bindings", "presence",
+            "users",
+            "events",
+            "eventBodies",
+            "receipts",
+            "calls",
+            "bindings",
+            "presence",
         ] {
             let names = self.coll(coll).list_index_names().await?;
             out.push((coll.to_string(), names));

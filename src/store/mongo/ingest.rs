@@ -5,21 +5,36 @@
 //! timeout answers Telnyx long before that, and Telnyx retries).
 //!
 //! The receipt insert (unique `_id`) makes a second delivery of the same
-//! event id abort as a duplicate, and the `$inc` on each user's `seqs`
-//! document makes concurrent ingests for one user — from any number of
+//! event id abort as a duplicate, and the `$inc` on the targets' `seqs`
+//! documents makes concurrent ingests for one user — from any number of
 //! processes — serialize, so `seq` has no gap and no repeat.
+//!
+//! Round trips per webhook do not depend on the number of recipients:
+//! receipt, call binding (one per key), call read and write, then one
+//! `updateMany` of the counters, one `find` reading them back, one
+//! `insertMany` of the per-user entries and one insert of the shared body,
+//! and the commit. The counters come last: a transaction holds a user's
+//! counter from its `$inc` to its commit, and every other ingest for that
+//! user (in any instance) waits for it, so the window is kept to those
+//! four round trips. An instance killed inside it leaves the counter
+//! locked until the server reaps the transaction
+//! (`transactionLifetimeLimitSeconds`, 60 s by default; see
+//! docs/operations.md).
 
 use futures_util::FutureExt;
-use mongodb::bson::doc;
+use std::collections::{HashMap, HashSet};
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
-use mongodb::options::{ReadConcern, ReturnDocument};
+use mongodb::options::ReadConcern;
 use mongodb::ClientSession;
 
-use super::docs::{call_from_doc, call_to_doc, dt, event_doc};
+use super::docs::{body_doc, call_from_doc, call_to_doc, dt, entry_doc};
 use super::{durable, MongoStore};
 use crate::clock::now_ms;
 use crate::domain::{CallRecord, Ingest, IngestOutcome, StoredEvent};
-use crate::store::{StoreError, StoreResult};
+use crate::store::StoreResult;
 
 /// Lock stripes for ingests by target user. Concurrent transactions that
 /// `$inc` the same `seqs` document conflict and retry; queuing them in the
@@ -61,8 +76,6 @@ impl MongoStore {
         ingest: &Ingest,
     ) -> StoreResult<IngestOutcome> {
         let _held = self.lock_stripes(&ingest.targets).await;
-        let data_json = serde_json::to_string(ingest.data.as_ref())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut session = self.client.start_session().await?;
         let result = session
             .start_transaction()
@@ -72,10 +85,9 @@ impl MongoStore {
             // closure: the latter meets rust-lang/rust#96865 ("Send is not
             // general enough") inside an `async_trait` method; the driver
             // documents this as the workaround. Same runner, same retries.
-            .and_run(
-                (self, ingest, data_json.as_str()),
-                |s, (store, ingest, data)| store.ingest_steps(s, ingest, data).boxed(),
-            )
+            .and_run((self, ingest), |s, (store, ingest)| {
+                store.ingest_steps(s, ingest).boxed()
+            })
             .await;
         match result {
             Ok(events) => Ok(IngestOutcome::Stored(events)),
@@ -97,27 +109,42 @@ impl MongoStore {
         held
     }
 
-    /// One attempt: receipt, bindings, call record, then each user's next
-    /// `seq` and event. Every error is returned, never swallowed: the
-    /// runner needs it to know whether the server aborted the transaction.
+    /// One attempt: receipt, bindings, call record, then (last, see the
+    /// module's note) the users' next `seq` and the event. Every error is
+    /// returned, never swallowed: the runner needs it to know whether the
+    /// server aborted the transaction.
     async fn ingest_steps(
         &self,
         s: &mut ClientSession,
         ingest: &Ingest,
-        data_json: &str,
     ) -> Result<Vec<StoredEvent>, MongoError> {
         let now = now_ms();
-        self.insert_receipt(s, &ingest.event_id, now).await?;
+        self.insert_receipt(s, &ingest.body.id, now).await?;
         self.bind_call(s, ingest, now).await?;
         self.update_call(s, ingest, now).await?;
-        let mut stored = Vec::with_capacity(ingest.targets.len());
-        for user in &ingest.targets {
-            let seq = self.next_seq(s, user).await?;
-            let d = event_doc(ingest, user, seq, data_json, now, &self.instance);
-            self.coll("events").insert_one(d).session(&mut *s).await?;
-            stored.push(ingest.stored_for(user, seq as u64));
+        let users = unique(&ingest.targets);
+        if users.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(stored)
+        let seqs = self.take_seqs(s, &users).await?;
+        let body_id = ObjectId::new();
+        let entries: Vec<Document> = seqs
+            .iter()
+            .map(|(u, seq)| entry_doc(u, *seq, body_id, now))
+            .collect();
+        self.coll("events")
+            .insert_many(entries)
+            .session(&mut *s)
+            .await?;
+        let body = body_doc(body_id, &ingest.body, &seqs, now, &self.instance);
+        self.coll("eventBodies")
+            .insert_one(body)
+            .session(&mut *s)
+            .await?;
+        Ok(seqs
+            .iter()
+            .map(|(u, seq)| ingest.stored_for(u, *seq as u64))
+            .collect())
     }
 
     async fn insert_receipt(
@@ -196,17 +223,79 @@ impl MongoStore {
         Ok(())
     }
 
-    async fn next_seq(&self, s: &mut ClientSession, user: &str) -> Result<i64, MongoError> {
-        let counter = self
-            .coll("seqs")
-            .find_one_and_update(doc! {"_id": user}, doc! {"$inc": {"seq": 1i64}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .session(s)
-            .await?
-            .ok_or_else(|| MongoError::custom("seq counter upsert returned nothing"))?;
-        counter
-            .get_i64("seq")
-            .map_err(|_| MongoError::custom("seqs document without an i64 seq"))
+    /// Each user's next `seq`, in `users`' order, in two round trips
+    /// whatever their number: `$inc` them all, read them all back.
+    async fn take_seqs(
+        &self,
+        s: &mut ClientSession,
+        users: &[String],
+    ) -> Result<Vec<(String, i64)>, MongoError> {
+        let seqs = self.coll("seqs");
+        let bumped = seqs
+            .update_many(doc! {"_id": {"$in": users}}, doc! {"$inc": {"seq": 1i64}})
+            .session(&mut *s)
+            .await?;
+        if (bumped.matched_count as usize) < users.len() {
+            self.create_counters(s, users).await?;
+        }
+        // One batch for all of them: no `getMore` round trip past 101.
+        let batch = u32::try_from(users.len()).unwrap_or(u32::MAX);
+        let mut cursor = seqs
+            .find(doc! {"_id": {"$in": users}})
+            .batch_size(batch)
+            .session(&mut *s)
+            .await?;
+        let mut by_user = HashMap::with_capacity(users.len());
+        while let Some(d) = cursor.next(&mut *s).await.transpose()? {
+            if let (Ok(u), Ok(seq)) = (d.get_str("_id"), d.get_i64("seq")) {
+                by_user.insert(u.to_string(), seq);
+            }
+        }
+        users
+            .iter()
+            .map(|u| match by_user.get(u) {
+                Some(seq) => Ok((u.clone(), *seq)),
+                None => Err(MongoError::custom(format!("no seq counter for user {u}"))),
+            })
+            .collect()
     }
+
+    /// Counters are created with the user (`upsert_user`); a user created
+    /// by an older version has none until its first event, created here
+    /// (once per user, ever) at `seq` 1.
+    async fn create_counters(
+        &self,
+        s: &mut ClientSession,
+        users: &[String],
+    ) -> Result<(), MongoError> {
+        let seqs = self.coll("seqs");
+        let mut cursor = seqs
+            .find(doc! {"_id": {"$in": users}})
+            .projection(doc! {"_id": 1})
+            .session(&mut *s)
+            .await?;
+        let mut present = HashSet::new();
+        while let Some(d) = cursor.next(&mut *s).await.transpose()? {
+            if let Ok(u) = d.get_str("_id") {
+                present.insert(u.to_string());
+            }
+        }
+        for u in users.iter().filter(|u| !present.contains(*u)) {
+            seqs.update_one(doc! {"_id": u}, doc! {"$inc": {"seq": 1i64}})
+                .upsert(true)
+                .session(&mut *s)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `targets` without repeats, in their order: a user gets one `seq` per event.
+fn unique(targets: &[String]) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(targets.len());
+    targets
+        .iter()
+        .filter(|t| seen.insert(t.as_str()))
+        .cloned()
+        .collect()
 }

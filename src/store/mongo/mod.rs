@@ -5,7 +5,9 @@
 //! Collections (schema in `docs/mongodb.md`):
 //! - `users`     `_id` = user id; multikey indexes on `phoneNumbers`, `connectionIds`; `role`
 //! - `seqs`      `_id` = user id, `seq` = the user's last stored `seq`
-//! - `events`    one per (user, event): unique `(userId, seq)`; TTL on `storedAt`
+//! - `eventBodies` one per stored event, whatever its number of users: the
+//!   event with `data` as JSON text and its `recipients` (user, seq); TTL on `storedAt`
+//! - `events`    one per (user, event): `seq` → `bodyId`; unique `(userId, seq)`; TTL on `storedAt`
 //! - `receipts`  `_id` = Telnyx event id; TTL on `receivedAt` (de-duplication)
 //! - `calls`     `_id` = call_control_id: the leg's state and bound users; TTL on `endedAt`
 //! - `bindings`  `_id` = `s:<session>` / `c:<control>` → users; TTL on `updatedAt`
@@ -23,22 +25,31 @@ mod feed;
 mod indexes;
 mod ingest;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::Error as MongoError;
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::{Acknowledgment, ClientOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database};
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
-use self::docs::{call_from_doc, dt, event_from_doc, strings, user_from_doc, user_to_doc};
+use self::docs::{
+    body_from_doc, call_from_doc, dt, entry_from_doc, strings, user_from_doc, user_to_doc,
+    EntryBody,
+};
 use super::{FeedItem, Store, StoreError, StoreResult};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::{
     history_gap, CallRecord, Control, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
-    User, UserView,
+    StoredEvent, User, UserView,
 };
 
 /// Presence documents not refreshed for this long belong to a dead process
@@ -62,6 +73,10 @@ pub struct MongoStore {
     /// Stable per service (host:port): whose presence to clear at start.
     service: String,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Commands sent, counted by the driver's command monitoring:
+    /// `callbridge_store_commands_total`, and the benchmark's round trips
+    /// per webhook.
+    commands: Counter,
 }
 
 /// Majority and journaled: an acknowledged event survives a primary's crash.
@@ -100,6 +115,13 @@ impl MongoStore {
         opts.connect_timeout = Some(timeout);
         opts.write_concern = Some(durable());
         opts.read_concern = Some(ReadConcern::majority());
+        let commands = Counter::default();
+        let counted = commands.clone();
+        opts.command_event_handler = Some(EventHandler::callback(move |ev: CommandEvent| {
+            if let CommandEvent::Started(_) = ev {
+                counted.inc();
+            }
+        }));
         let client = Client::with_options(opts)?;
         let db = client.database(db_name);
         let store = MongoStore {
@@ -111,9 +133,28 @@ impl MongoStore {
             stripes: (0..ingest::STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            commands,
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// The server's `transactionLifetimeLimitSeconds` (`check-config`):
+    /// how long a transaction of a killed instance keeps its users' `seq`
+    /// counters locked. `None`: the server would not say (no privilege).
+    pub async fn transaction_lifetime_limit(&self) -> Option<i64> {
+        let r = self
+            .client
+            .database("admin")
+            .run_command(doc! {"getParameter": 1, "transactionLifetimeLimitSeconds": 1})
+            .await
+            .ok()?;
+        match r.get("transactionLifetimeLimitSeconds")? {
+            Bson::Int32(n) => Some(i64::from(*n)),
+            Bson::Int64(n) => Some(*n),
+            Bson::Double(n) => Some(*n as i64),
+            _ => None,
+        }
     }
 
     fn coll(&self, name: &str) -> Collection<Document> {
@@ -208,6 +249,59 @@ impl MongoStore {
             .collect())
     }
 
+    /// `user`'s `events` entries with their bodies, read in one more round
+    /// trip. An entry whose body is gone (expired a moment before it) or
+    /// of a wrong shape is logged and skipped.
+    async fn with_bodies(&self, user: &str, docs: &[Document]) -> StoreResult<Vec<StoredEvent>> {
+        let mut entries = Vec::with_capacity(docs.len());
+        for d in docs {
+            match entry_from_doc(d) {
+                Ok(e) => entries.push(e),
+                Err(e) => tracing::error!(user, error = %e, "events document skipped"),
+            }
+        }
+        let ids: Vec<ObjectId> = entries
+            .iter()
+            .filter_map(|(_, b)| match b {
+                EntryBody::Shared(id) => Some(*id),
+                EntryBody::Inline(_) => None,
+            })
+            .collect();
+        let mut bodies = HashMap::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let mut cursor = self
+                .coll("eventBodies")
+                .find(doc! {"_id": {"$in": &ids}})
+                .projection(doc! {"recipients": 0})
+                .await?;
+            while let Some(d) = cursor.try_next().await? {
+                match (d.get_object_id("_id"), body_from_doc(&d)) {
+                    (Ok(id), Ok(b)) => {
+                        bodies.insert(id, Arc::new(b));
+                    }
+                    (_, Err(e)) => {
+                        tracing::error!(user, error = %e, "eventBodies document skipped")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|(seq, b)| {
+                let body = match b {
+                    EntryBody::Inline(b) => Some(b),
+                    EntryBody::Shared(id) => bodies.get(&id).cloned(),
+                };
+                body.map(|body| StoredEvent {
+                    user_id: user.to_string(),
+                    seq,
+                    body,
+                })
+            })
+            .collect())
+    }
+
     /// `seq` of the oldest event still held for `user`.
     async fn oldest_seq(&self, user: &str) -> StoreResult<Option<u64>> {
         let d = self
@@ -235,6 +329,12 @@ impl Store for MongoStore {
         let d = user_to_doc(&user)?;
         self.coll("users")
             .replace_one(doc! {"_id": &user.id}, d)
+            .upsert(true)
+            .await?;
+        // The user's `seq` counter exists from the start, so an ingest
+        // takes every recipient's counter in one `updateMany`.
+        self.coll("seqs")
+            .update_one(doc! {"_id": &user.id}, doc! {"$setOnInsert": {"seq": 0i64}})
             .upsert(true)
             .await?;
         Ok(user)
@@ -318,13 +418,7 @@ impl Store for MongoStore {
             .await?
             .try_collect()
             .await?;
-        let mut events = Vec::with_capacity(docs.len());
-        for d in &docs {
-            match event_from_doc(d) {
-                Ok(e) => events.push(e),
-                Err(e) => tracing::error!(user, error = %e, "events document skipped"),
-            }
-        }
+        let events = self.with_bodies(user, &docs).await?;
         let last = self.last_seq(user).await?;
         // The oldest held is read only when it can matter.
         let oldest = if since < last {
@@ -396,6 +490,10 @@ impl Store for MongoStore {
         let presence = self.presence_of(id, &state).await?;
         let calls = self.open_calls_of(id).await?;
         Ok(Some(UserView::assemble(user, presence, status, &calls)))
+    }
+
+    fn command_counter(&self) -> Option<Counter> {
+        Some(self.commands.clone())
     }
 
     async fn publish_control(&self, control: &Control) -> StoreResult<()> {
