@@ -28,6 +28,11 @@ pub struct App {
     /// Every task the daemon spawns (connections, sessions, webhook
     /// processing), so shutdown can wait for them, bounded.
     pub tracker: TaskTracker,
+    /// Telnyx event ids being ingested by this process right now, with
+    /// where their outcome will be published (`webhook::InFlight`).
+    pub in_flight: std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::watch::Receiver<Option<bool>>>,
+    >,
     /// Set when shutdown starts: `/ready` answers 503 from then on.
     draining: AtomicBool,
 }
@@ -49,6 +54,7 @@ impl App {
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            in_flight: Default::default(),
             draining: AtomicBool::new(false),
         })
     }

@@ -641,6 +641,7 @@ async fn check_mongodb(config: &Config, uri: &str) -> CliResult {
         &config.mongodb_db,
         config.history,
         config.store_timeout,
+        false,
     )
     .await
     .map_err(|e| {

@@ -75,6 +75,7 @@ pub async fn open_store(
                 &config.mongodb_db,
                 config.history,
                 config.store_timeout,
+                config.mongodb_count_commands,
             )
             .await?;
             store.claim_instance(&service_name(listen)).await?;

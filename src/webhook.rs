@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::app::App;
@@ -63,12 +64,23 @@ pub async fn handle(
     // answered `duplicate` on the retry) instead of being cut off between
     // the store and the hub.
     let limit = app.config.store_timeout;
+    let claim = match InFlight::claim(app, &ev.id) {
+        Claim::First(c) => c,
+        Claim::Follower(rx) => {
+            span.in_scope(|| tracing::info!("another delivery of this event is being stored"));
+            let ack = follow(rx, ev.id.clone(), limit).await;
+            if ack.is_ok() {
+                app.metrics.events_duplicate.inc();
+            }
+            return ack;
+        }
+    };
     let task_limit = limit * INGEST_TASK_FACTOR;
     // The timeout is spawned as it is, not inside an `async` block: a block
     // would hold both the moved-in future and the `Timeout` around it,
     // doubling what the task copies around.
     let task = app.tracker.spawn(
-        tokio::time::timeout(task_limit, process(app.clone(), ev, received))
+        tokio::time::timeout(task_limit, process(app.clone(), ev, received, claim))
             .instrument(span.clone()),
     );
     let result = match tokio::time::timeout(limit, task).await {
@@ -85,7 +97,89 @@ pub async fn handle(
     result
 }
 
-async fn process(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack, ApiError> {
+/// This process is ingesting a Telnyx event id; its outcome (stored or
+/// not) is published when the ingest task ends, and the id is released.
+///
+/// A second delivery of an event whose first one is still being stored
+/// (Telnyx retried because the store was slow) waits for that outcome
+/// instead of queuing a second ingest behind the first on the same users'
+/// counters: under overload such retries would pile up in front of new
+/// events, each only to find the receipt.
+struct InFlight {
+    app: Arc<App>,
+    id: String,
+    done: watch::Sender<Option<bool>>,
+}
+
+enum Claim {
+    /// This delivery ingests the event.
+    First(InFlight),
+    /// Another delivery of it is being ingested: wait for its outcome.
+    Follower(watch::Receiver<Option<bool>>),
+}
+
+impl InFlight {
+    fn claim(app: &Arc<App>, id: &str) -> Claim {
+        let mut map = app.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = map.get(id) {
+            return Claim::Follower(rx.clone());
+        }
+        let (done, rx) = watch::channel(None);
+        map.insert(id.to_string(), rx);
+        Claim::First(InFlight {
+            app: app.clone(),
+            id: id.to_string(),
+            done,
+        })
+    }
+
+    fn finish(&self, stored: bool) {
+        self.done.send_replace(Some(stored));
+    }
+}
+
+impl Drop for InFlight {
+    /// Ended without `finish` (the task timed out): followers see the
+    /// channel close and answer 503, and Telnyx retries.
+    fn drop(&mut self) {
+        let mut map = self.app.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&self.id);
+    }
+}
+
+/// A delivery of an event being ingested by another: `duplicate` once that
+/// one stored it, 503 if it did not or does not finish within `limit`.
+async fn follow(
+    mut rx: watch::Receiver<Option<bool>>,
+    id: String,
+    limit: std::time::Duration,
+) -> Result<Ack, ApiError> {
+    let outcome = tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await;
+    match outcome {
+        Ok(Ok(v)) if *v == Some(true) => Ok(Ack {
+            ok: true,
+            id,
+            duplicate: true,
+        }),
+        Ok(_) => Err(ApiError::Store(StoreError::Unavailable(
+            "the first delivery of this event was not stored".into(),
+        ))),
+        Err(_) => Err(ApiError::Store(StoreError::Timeout(limit))),
+    }
+}
+
+async fn process(
+    app: Arc<App>,
+    ev: Normalized,
+    received: Instant,
+    claim: InFlight,
+) -> Result<Ack, ApiError> {
+    let result = ingest(app, ev, received).await;
+    claim.finish(result.is_ok());
+    result
+}
+
+async fn ingest(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack, ApiError> {
     let store_start = Instant::now();
     let route = routing::route(app.store.as_ref(), &ev, app.config.unrouted).await?;
     let Normalized {

@@ -46,14 +46,14 @@ pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Bytes read from the socket at a time. tungstenite's default read buffer
 /// is 128 KiB, allocated up front for every connection (1.3 GB for 10,000
-/// idle dialers); client messages are small JSON (`auth`, `ping`,
-/// `status`, ~1 KiB for an `auth` with its JWT), and a larger one still
-/// arrives (the buffer grows up to the message limit), so 2 KiB costs
-/// nothing in throughput. Measured: 17.7 KiB per idle connection, TLS
-/// included, against 143 KiB with the default. This is why the upgrade
-/// is done here rather than by warp's `ws()` filter, which offers no way to
-/// set it.
-const READ_BUFFER: usize = 2 * 1024;
+/// idle dialers); client messages are small JSON (`ping`, `status`: under
+/// 100 bytes; an `auth` with its JWT ~1 KiB, read in two or three reads),
+/// and a larger one still arrives (the message buffer grows up to the
+/// message limit), so 512 bytes costs nothing that matters. Measured per
+/// idle connection, TLS included: 143 KiB with the default, 17.7 KiB with
+/// 2 KiB. This is why the upgrade is done here rather than by warp's
+/// `ws()` filter, which offers no way to set it.
+const READ_BUFFER: usize = 512;
 /// Frames queued for one socket are written together: the session feeds
 /// every frame waiting in its queue into this buffer and flushes once, so a
 /// burst costs one TLS write and one syscall per ~16 KiB (ten or so event
@@ -198,7 +198,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket, info: UpgradeInfo) {
         };
         tracing::info!("connection opened");
         let end = s.lifecycle(&mut gauges).await;
-        s.finish(end).await;
+        Box::pin(s.finish(end)).await;
     }
     .instrument(span)
     .await
@@ -222,11 +222,14 @@ struct Session {
 impl Session {
     async fn lifecycle(&mut self, gauges: &mut Gauges<'_>) -> End {
         let app = self.app.clone();
-        let token = match self.info_token_or_wait().await {
+        let token = match Box::pin(self.info_token_or_wait()).await {
             Ok(t) => t,
             Err(end) => return end,
         };
-        let (claims, user) = match self.authenticate(&token).await {
+        let authenticated = Box::pin(self.authenticate(&token)).await;
+        // Not held for the life of the session (~1 KiB per connection).
+        drop(token);
+        let (claims, user) = match authenticated {
             Ok(ok) => ok,
             Err(end) => return end,
         };
@@ -343,7 +346,9 @@ impl Session {
         close_signal: Arc<CloseSignal>,
     ) -> End {
         let exp = claims.exp;
-        if let Err(end) = self.greet(claims, user).await {
+        // Boxed: the greeting's state (replay, snapshot) lives on the heap
+        // while it runs instead of widening every session's task for good.
+        if let Err(end) = Box::pin(self.greet(claims, user)).await {
             return end;
         }
         self.live(exp, rx, close_signal).await
@@ -401,20 +406,24 @@ impl Session {
                     match frame {
                         None => Err(End::PeerGone),
                         Some(Err(e)) => Err(read_error_close(&e)),
-                        Some(Ok(msg)) => self.on_client_frame(msg, &mut expiry).await,
+                        // Boxed, like the other handlers below: an idle
+                        // session's task is as large as the largest state
+                        // it may ever be in, so rare, deep states are
+                        // allocated while they run instead.
+                        Some(Ok(msg)) => Box::pin(self.on_client_frame(msg, &mut expiry)).await,
                     }
                 }
                 // The hub holds the sender while we are registered. Writes
                 // give way to a close request (see `send`).
                 out = rx.recv() => match out {
                     None => Err(End::PeerGone),
-                    Some(out) => self.on_outbound(out, &mut rx).await,
+                    Some(out) => Box::pin(self.on_outbound(out, &mut rx)).await,
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         Err(End::close(close::NORMAL, "no answer to pings"))
                     } else {
-                        self.send(Message::Ping(Default::default())).await
+                        Box::pin(self.send(Message::Ping(Default::default()))).await
                     }
                 }
             };
@@ -527,13 +536,13 @@ impl Session {
         stamps: &mut Vec<Instant>,
     ) -> Result<(), End> {
         match out {
-            Outbound::Message(frame) => self.write(WriteOp::Feed(Message::Text(frame))).await,
+            Outbound::Message(frame) => {
+                let frame = Utf8Bytes::clone(&frame);
+                self.write(WriteOp::Feed(Message::Text(frame))).await
+            }
             Outbound::Resync => self.fill_to(u64::MAX).await,
-            Outbound::Event {
-                seq,
-                frame,
-                received,
-            } => {
+            Outbound::Event(live) => {
+                let seq = live.seq;
                 if seq <= self.last_sent {
                     return Ok(());
                 }
@@ -544,10 +553,11 @@ impl Session {
                         return Ok(());
                     }
                 }
-                self.write(WriteOp::Feed(Message::Text(frame))).await?;
+                self.write(WriteOp::Feed(Message::Text(live.frame.clone())))
+                    .await?;
                 self.last_sent = seq;
                 self.app.metrics.events_delivered.inc();
-                stamps.extend(received);
+                stamps.extend(live.received);
                 Ok(())
             }
         }

@@ -323,6 +323,7 @@ fn check_config_reports_mongodb_reachability_and_indexes() {
             &db,
             std::time::Duration::from_secs(24 * 3600),
             std::time::Duration::from_secs(5),
+            false,
         )
         .await
         .unwrap();

@@ -73,10 +73,12 @@ pub struct MongoStore {
     /// Stable per service (host:port): whose presence to clear at start.
     service: String,
     stripes: Vec<tokio::sync::Mutex<()>>,
-    /// Commands sent, counted by the driver's command monitoring:
-    /// `callbridge_store_commands_total`, and the benchmark's round trips
-    /// per webhook.
+    /// Commands sent, counted by the driver's command monitoring when
+    /// `count_commands` (`CALLBRIDGE_MONGODB_COUNT_COMMANDS`):
+    /// `callbridge_store_commands_total`, the benchmark's round trips per
+    /// webhook.
     commands: Counter,
+    count_commands: bool,
 }
 
 /// Majority and journaled: an acknowledged event survives a primary's crash.
@@ -95,8 +97,9 @@ impl MongoStore {
         db_name: &str,
         history: Duration,
         timeout: Duration,
+        count_commands: bool,
     ) -> StoreResult<Self> {
-        let store = Self::connect_only(uri, db_name, history, timeout).await?;
+        let store = Self::connect_only(uri, db_name, history, timeout, count_commands).await?;
         store.ensure_indexes().await?;
         store.remove_stale_presence().await?;
         Ok(store)
@@ -108,6 +111,7 @@ impl MongoStore {
         db_name: &str,
         history: Duration,
         timeout: Duration,
+        count_commands: bool,
     ) -> StoreResult<Self> {
         let mut opts = ClientOptions::parse(uri).await?;
         opts.app_name = Some("callbridge".into());
@@ -116,12 +120,14 @@ impl MongoStore {
         opts.write_concern = Some(durable());
         opts.read_concern = Some(ReadConcern::majority());
         let commands = Counter::default();
-        let counted = commands.clone();
-        opts.command_event_handler = Some(EventHandler::callback(move |ev: CommandEvent| {
-            if let CommandEvent::Started(_) = ev {
-                counted.inc();
-            }
-        }));
+        if count_commands {
+            let counted = commands.clone();
+            opts.command_event_handler = Some(EventHandler::callback(move |ev: CommandEvent| {
+                if let CommandEvent::Started(_) = ev {
+                    counted.inc();
+                }
+            }));
+        }
         let client = Client::with_options(opts)?;
         let db = client.database(db_name);
         let store = MongoStore {
@@ -134,6 +140,7 @@ impl MongoStore {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             commands,
+            count_commands,
         };
         store.ping().await?;
         Ok(store)
@@ -493,7 +500,7 @@ impl Store for MongoStore {
     }
 
     fn command_counter(&self) -> Option<Counter> {
-        Some(self.commands.clone())
+        self.count_commands.then(|| self.commands.clone())
     }
 
     async fn publish_control(&self, control: &Control) -> StoreResult<()> {
