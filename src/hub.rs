@@ -240,6 +240,17 @@ impl Hub {
             .sum()
     }
 
+    /// Ask the sessions of `users` to catch up from the store.
+    pub fn resync_users(&self, users: &[String]) -> usize {
+        let map = self.read();
+        users
+            .iter()
+            .filter_map(|u| map.get(u))
+            .flatten()
+            .map(|e| push(e, Outbound::Resync) as usize)
+            .sum()
+    }
+
     /// Apply what another instance stored or asked for.
     pub fn apply_feed(&self, item: FeedItem) {
         match item {
@@ -342,6 +353,22 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn resync_users_reaches_only_their_sessions() {
+        let hub = Hub::new();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let _a = hub
+            .register("u1", "a", tx1, Arc::new(CloseSignal::default()), 5)
+            .unwrap();
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let _b = hub
+            .register("u2", "b", tx2, Arc::new(CloseSignal::default()), 5)
+            .unwrap();
+        assert_eq!(hub.resync_users(&["u1".into(), "gone".into()]), 1);
+        assert!(matches!(rx1.recv().await, Some(Outbound::Resync)));
+        assert!(rx2.try_recv().is_err(), "u2 was not asked");
     }
 
     #[test]

@@ -211,7 +211,13 @@ async fn ingest(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack,
     match outcome {
         IngestOutcome::Duplicate => {
             app.metrics.events_duplicate.inc();
-            tracing::info!("duplicate delivery; already stored");
+            // An earlier delivery stored it, but may not have reached the
+            // hub: its task can end after the commit and before the answer
+            // (the task limit, a crash of the instance that stored it while
+            // its sessions moved here). The users' sessions read the store
+            // for anything they miss; what they have is not sent again.
+            let sessions = app.hub.resync_users(&route.targets);
+            tracing::info!(sessions, "duplicate delivery; already stored");
             Ok(Ack {
                 ok: true,
                 id,

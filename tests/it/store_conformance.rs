@@ -32,8 +32,8 @@ async fn mongo_store(db: &str) -> MongoStore {
         Duration::from_secs(5),
         true,
     )
-        .await
-        .expect("MongoDB reachable")
+    .await
+    .expect("MongoDB reachable")
 }
 
 fn fresh_db() -> String {

@@ -257,8 +257,7 @@ impl MongoStore {
     }
 
     /// `user`'s `events` entries with their bodies, read in one more round
-    /// trip. An entry whose body is gone (expired a moment before it) or
-    /// of a wrong shape is logged and skipped.
+    /// trip. An entry of a wrong shape is logged and skipped.
     async fn with_bodies(&self, user: &str, docs: &[Document]) -> StoreResult<Vec<StoredEvent>> {
         let mut entries = Vec::with_capacity(docs.len());
         for d in docs {
@@ -293,20 +292,28 @@ impl MongoStore {
                 }
             }
         }
-        Ok(entries
-            .into_iter()
-            .filter_map(|(seq, b)| {
-                let body = match b {
-                    EntryBody::Inline(b) => Some(b),
-                    EntryBody::Shared(id) => bodies.get(&id).cloned(),
-                };
-                body.map(|body| StoredEvent {
-                    user_id: user.to_string(),
-                    seq,
-                    body,
-                })
-            })
-            .collect())
+        // In `seq` order up to the first entry whose body cannot be read
+        // (not visible yet, or hand-deleted): a reader must not step over a
+        // `seq` it could not deliver; it reads again from there later.
+        let mut events = Vec::with_capacity(entries.len());
+        for (seq, b) in entries {
+            let body = match b {
+                EntryBody::Inline(b) => b,
+                EntryBody::Shared(id) => match bodies.get(&id) {
+                    Some(b) => b.clone(),
+                    None => {
+                        tracing::warn!(user, seq, "event body not found; page cut there");
+                        break;
+                    }
+                },
+            };
+            events.push(StoredEvent {
+                user_id: user.to_string(),
+                seq,
+                body,
+            });
+        }
+        Ok(events)
     }
 
     /// `seq` of the oldest event still held for `user`.
