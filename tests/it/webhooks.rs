@@ -755,8 +755,18 @@ async fn fifty_concurrent_webhooks_arrive_in_seq_order_without_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_webhooks_for_one_user_are_all_answered_200() {
     // The store is up: none of them may be answered 503 (Telnyx wants a
-    // prompt 2xx; 503 is for a store that is unavailable).
-    let (s, mut ws) = server_with_u1().await;
+    // prompt 2xx; 503 is for a store that is unavailable). One user's
+    // ingests run one after the other (its `seq`), so the 50th waits for 49
+    // transactions; the store timeout is raised so that this checks the
+    // behaviour, not how fast the test machine's SecantusDB commits
+    // (~0.1 s each on a busy 2-core machine: 5 s, the default timeout).
+    let s = Server::start_with(&[("CALLBRIDGE_STORE_TIMEOUT_SECS", "60")]).await;
+    s.put_user(
+        "u1",
+        json!({"email":"u1@example.com","phoneNumbers":["+15551230001"]}),
+    )
+    .await;
+    let (mut ws, _, _) = s.connect("u1").await;
     let tasks: Vec<_> = (0..50)
         .map(|i| spawn_post(&s, inbound_to_u1(&format!("call-{i}")).to_string()))
         .collect();

@@ -238,8 +238,10 @@ impl MongoStore {
         if (bumped.matched_count as usize) < users.len() {
             self.create_counters(s, users).await?;
         }
-        // One batch for all of them: no `getMore` round trip past 101.
-        let batch = u32::try_from(users.len()).unwrap_or(u32::MAX);
+        // One batch for all of them, one larger than their number so that
+        // the server closes the cursor with it: no `getMore` round trip
+        // (past the default 101, or to learn that nothing follows).
+        let batch = u32::try_from(users.len() + 1).unwrap_or(u32::MAX);
         let mut cursor = seqs
             .find(doc! {"_id": {"$in": users}})
             .batch_size(batch)
