@@ -13,8 +13,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::domain::{Control, StoredEvent};
+use crate::domain::{Control, EventBody, StoredEvent};
 use crate::protocol::close;
+use crate::protocol::EventFrame;
 use crate::store::FeedItem;
 
 /// Frames a session may have queued before it counts as a slow consumer.
@@ -177,15 +178,25 @@ impl Hub {
     pub fn deliver(&self, events: &[StoredEvent], received: Option<Instant>) -> usize {
         let users = self.read();
         let mut queued = 0;
+        // The events of one ingest share one body: its frame around `seq`
+        // is built once, not once per user.
+        let mut template: Option<(&Arc<EventBody>, EventFrame)> = None;
         for ev in events {
             let Some(list) = users.get(&ev.user_id) else {
                 continue;
             };
-            // One frame per user, from the shared body; the user's
-            // sessions share it.
+            if !template
+                .as_ref()
+                .is_some_and(|(b, _)| Arc::ptr_eq(b, &ev.body))
+            {
+                template = Some((&ev.body, EventFrame::new(&ev.body)));
+            }
+            let (_, t) = template.as_ref().expect("set just above");
+            let frame = t.with_seq(ev.seq);
+            // One frame per user; the user's sessions share it.
             let live = Arc::new(LiveEvent {
                 seq: ev.seq,
-                frame: Utf8Bytes::from(crate::protocol::event_frame(ev)),
+                frame: Utf8Bytes::from(frame),
                 received,
             });
             for e in list {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{ActiveCall, Status, StoredEvent};
+use crate::domain::{ActiveCall, EventBody, Status, StoredEvent};
 
 /// Protocol version announced in `connected`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -157,31 +157,46 @@ impl ServerMessage {
     }
 }
 
-/// A stored call event as the client sees it:
-/// `{"event":…,"data":…,"seq":…,"id":…,"ts":…}`.
+/// A stored call event's frame, `{"event":…,"data":…,"seq":…,"id":…,"ts":…}`,
+/// around the place each user's `seq` goes: built once per event, then
+/// one copy per user.
 ///
 /// Built by concatenation, not by serde: `data` is already JSON text in the
 /// shared body (serialized once at ingest), so a user's frame costs one
 /// allocation and a copy, whatever the size of `data` and the number of
-/// users. The short strings are escaped by serde_json, as before.
+/// users. The short strings are escaped by serde_json, once per event.
+pub struct EventFrame {
+    /// `{"event":…,"data":…,"seq":`
+    head: String,
+    /// `,"id":…,"ts":…}`
+    tail: String,
+}
+
+impl EventFrame {
+    pub fn new(body: &EventBody) -> Self {
+        let q = |s: &str| serde_json::to_string(s).expect("strings always serialize");
+        let (event, id, ts) = (q(&body.event), q(&body.id), q(&body.ts));
+        EventFrame {
+            head: format!("{{\"event\":{event},\"data\":{},\"seq\":", body.data_json),
+            tail: format!(",\"id\":{id},\"ts\":{ts}}}"),
+        }
+    }
+
+    /// The frame for one user.
+    pub fn with_seq(&self, seq: u64) -> String {
+        let mut digits = itoa::Buffer::new();
+        let seq = digits.format(seq);
+        let mut f = String::with_capacity(self.head.len() + seq.len() + self.tail.len());
+        f.push_str(&self.head);
+        f.push_str(seq);
+        f.push_str(&self.tail);
+        f
+    }
+}
+
+/// A stored call event as the client sees it (one event: replay, gap fill).
 pub fn event_frame(ev: &StoredEvent) -> String {
-    let b = &ev.body;
-    let q = |s: &str| serde_json::to_string(s).expect("strings always serialize");
-    let (event, id, ts) = (q(&b.event), q(&b.id), q(&b.ts));
-    // The fixed text is 35 bytes; a u64 is at most 20 digits.
-    let mut f = String::with_capacity(64 + event.len() + b.data_json.len() + id.len() + ts.len());
-    f.push_str("{\"event\":");
-    f.push_str(&event);
-    f.push_str(",\"data\":");
-    f.push_str(&b.data_json);
-    f.push_str(",\"seq\":");
-    f.push_str(itoa::Buffer::new().format(ev.seq));
-    f.push_str(",\"id\":");
-    f.push_str(&id);
-    f.push_str(",\"ts\":");
-    f.push_str(&ts);
-    f.push('}');
-    f
+    EventFrame::new(&ev.body).with_seq(ev.seq)
 }
 
 #[derive(Serialize)]

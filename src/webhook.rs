@@ -59,10 +59,6 @@ pub async fn handle(
         from = %ev.call.from.as_deref().map(mask_phone).unwrap_or_default(),
         to = %ev.call.to.as_deref().map(mask_phone).unwrap_or_default(),
     );
-    // Routing and storing run in their own task: if Telnyx hangs up on us
-    // mid-request, the event is still stored and delivered (it will be
-    // answered `duplicate` on the retry) instead of being cut off between
-    // the store and the hub.
     let limit = app.config.store_timeout;
     let claim = match InFlight::claim(app, &ev.id) {
         Claim::First(c) => c,
@@ -75,6 +71,10 @@ pub async fn handle(
             return ack;
         }
     };
+    // Routing and storing run in their own task: if Telnyx hangs up on us
+    // mid-request, the event is still stored and delivered (it will be
+    // answered `duplicate` on the retry) instead of being cut off between
+    // the store and the hub.
     let task_limit = limit * INGEST_TASK_FACTOR;
     // The timeout is spawned as it is, not inside an `async` block: a block
     // would hold both the moved-in future and the `Timeout` around it,

@@ -43,6 +43,18 @@ async fn users_with_history(s: &Server) -> Vec<String> {
     ids
 }
 
+/// One session per user, user `k` on `on(k)`, with the `lastSeq` its
+/// history gives (`k % 3`).
+async fn connect_each<'a>(ids: &[String], on: impl Fn(usize) -> &'a Server) -> Vec<(Wss, u64)> {
+    let mut sessions = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        let (ws, connected, _) = on(k).connect(id).await;
+        assert_eq!(connected["data"]["lastSeq"], (k % 3) as u64);
+        sessions.push((ws, (k % 3) as u64));
+    }
+    sessions
+}
+
 /// Each session reads the shared events, in posting order, under its user's
 /// next `seq`s after `lastSeq` from `connected`, then nothing more. All
 /// sessions are checked at once.
@@ -72,12 +84,7 @@ async fn expect_each_once(sessions: Vec<(Wss, u64)>, ids: &[String]) {
 async fn one_event_to_200_users_reaches_each_session_once_in_its_own_seq() {
     let s = Server::start_with(&[("CALLBRIDGE_UNROUTED", "broadcast")]).await;
     let ids = users_with_history(&s).await;
-    let mut sessions = Vec::new();
-    for (k, id) in ids.iter().enumerate() {
-        let (ws, connected, _) = s.connect(id).await;
-        assert_eq!(connected["data"]["lastSeq"], (k % 3) as u64);
-        sessions.push((ws, (k % 3) as u64));
-    }
+    let sessions = connect_each(&ids, |_| &s).await;
     let mut posted = Vec::new();
     for i in 0..3 {
         let ev = unrouted(i);
@@ -120,13 +127,7 @@ async fn on_two_instances_200_users_each_get_every_event_once_in_order() {
     let b = Server::start_in(dir.path().to_path_buf(), &settings).await;
     let ids = users_with_history(&a).await;
     // Even users on A, odd users on B.
-    let mut sessions = Vec::new();
-    for (k, id) in ids.iter().enumerate() {
-        let on = if k % 2 == 0 { &a } else { &b };
-        let (ws, connected, _) = on.connect(id).await;
-        assert_eq!(connected["data"]["lastSeq"], (k % 3) as u64);
-        sessions.push((ws, (k % 3) as u64));
-    }
+    let sessions = connect_each(&ids, |k| if k % 2 == 0 { &a } else { &b }).await;
     // Posted to A and B in turn, each answered before the next is sent.
     let mut posted = Vec::new();
     for i in 0..4 {
