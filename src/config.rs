@@ -14,6 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use crate::jwt::{JwtKey, JwtSettings};
+use crate::signing::SigningMode;
 
 /// Prefix of every environment variable.
 pub const PREFIX: &str = "CALLBRIDGE_";
@@ -50,6 +51,8 @@ pub const KEYS: &[&str] = &[
     "shutdown_drain_secs",
     "tls_reload_poll_secs",
     "mongodb_count_commands",
+    "messages",
+    "client_signing",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +145,10 @@ pub struct Config {
     /// driver's command monitoring. Off by default: the driver then builds
     /// a document of every command and reply, ~0.5 ms of CPU per webhook.
     pub mongodb_count_commands: bool,
+    /// `CALLBRIDGE_MESSAGES`: clients may `send` (contract §8).
+    pub messages: bool,
+    /// `CALLBRIDGE_CLIENT_SIGNING` (contract §9).
+    pub client_signing: SigningMode,
     pub dev: bool,
 }
 
@@ -154,6 +161,8 @@ impl std::fmt::Debug for Config {
             .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("unrouted", &self.unrouted)
+            .field("messages", &self.messages)
+            .field("client_signing", &self.client_signing)
             .field("dev", &self.dev)
             .finish_non_exhaustive()
     }
@@ -322,6 +331,8 @@ impl Config {
             // 0: reload only on SIGHUP.
             tls_reload_poll: p.secs("tls_reload_poll_secs", 5, 0),
             mongodb_count_commands: p.flag("mongodb_count_commands"),
+            messages: p.messages(),
+            client_signing: p.client_signing(),
             dev,
         };
         if p.errors.is_empty() {
@@ -532,6 +543,37 @@ impl Parser<'_> {
                 let reason = format!("`{s}` is not one of supervisors, broadcast, drop");
                 self.invalid("unrouted", reason);
                 UnroutedPolicy::Supervisors
+            }
+        }
+    }
+
+    /// `CALLBRIDGE_MESSAGES`: `on`/`off` (the boolean spellings too).
+    fn messages(&mut self) -> bool {
+        match self.src.get("messages").map(|s| s.to_ascii_lowercase()) {
+            None => true,
+            Some(s) if matches!(s.as_str(), "on" | "true" | "1" | "yes") => true,
+            Some(s) if matches!(s.as_str(), "off" | "false" | "0" | "no") => false,
+            Some(s) => {
+                self.invalid("messages", format!("`{s}` is not one of on, off"));
+                true
+            }
+        }
+    }
+
+    fn client_signing(&mut self) -> SigningMode {
+        match self
+            .src
+            .get("client_signing")
+            .map(|s| s.to_ascii_lowercase())
+        {
+            None => SigningMode::Off,
+            Some(s) if s == "off" => SigningMode::Off,
+            Some(s) if s == "optional" => SigningMode::Optional,
+            Some(s) if s == "required" => SigningMode::Required,
+            Some(s) => {
+                let reason = format!("`{s}` is not one of off, optional, required");
+                self.invalid("client_signing", reason);
+                SigningMode::Off
             }
         }
     }

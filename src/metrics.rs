@@ -52,6 +52,10 @@ pub struct Metrics {
     /// notAfter of the certificate in service, Unix seconds.
     pub tls_cert_expiry: Gauge,
     pub tls_reloads: Family<OutcomeLabel, Counter>,
+    /// §8 `send`s by outcome: `sent` or the `error` code.
+    pub messages: Family<OutcomeLabel, Counter>,
+    /// §9 signed-message refusals by reason (the `error` code).
+    pub signature_failures: Family<ReasonLabel, Counter>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -80,12 +84,15 @@ impl Default for Metrics {
             slow_consumer_closes: Counter::default(),
             tls_cert_expiry: Gauge::default(),
             tls_reloads: Family::default(),
+            messages: Family::default(),
+            signature_failures: Family::default(),
         };
         // Registration order is the order of `/metrics`: keep it.
         m.register_events();
         m.register_connections();
         m.register_delivery();
         m.register_tls();
+        m.register_messages();
         m
     }
 }
@@ -174,6 +181,20 @@ impl Metrics {
         );
     }
 
+    fn register_messages(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "messages",
+            "Client messages to users and calls (send), by outcome: sent or the error code",
+            self.messages.clone(),
+        );
+        r.register(
+            "signature_failures",
+            "Client messages refused by the signing check, by reason",
+            self.signature_failures.clone(),
+        );
+    }
+
     fn register_tls(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -216,6 +237,16 @@ impl Metrics {
 
     pub fn auth_failed(&self, reason: &'static str) {
         self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn message(&self, outcome: &'static str) {
+        self.messages.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn signature_failed(&self, reason: &'static str) {
+        self.signature_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }
@@ -266,6 +297,8 @@ mod tests {
             "slow_consumer_closes",
             "tls_cert_expiry_timestamp_seconds",
             "tls_reloads",
+            "messages",
+            "signature_failures",
         ];
         assert_eq!(names, want, "{text}");
     }

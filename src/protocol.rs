@@ -2,10 +2,15 @@
 //! server sends, as typed serde enums. Every server message is one JSON text
 //! frame `{"event":…,"data":…,["seq":…,"id":…,]"ts":…}`.
 
+use std::collections::HashMap;
+
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::domain::{ActiveCall, EventBody, Status, StoredEvent};
+use crate::signing::{Envelope, SigningInfo};
 
 /// Protocol version announced in `connected`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -38,13 +43,26 @@ pub mod close {
     pub const AUTH_TIMEOUT: u16 = 4401;
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+/// The client messages of contract §4 and §8. `send` carries its
+/// `payload` as the client wrote it ([`RawValue`]), so it is parsed apart
+/// from the others (serde's tagged enums buffer, and would lose that).
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
+    Ping,
+    Auth { token: String },
+    Resume { since: u64 },
+    Status { status: Status },
+    Send(SendRequest),
+}
+
+/// The four fixed-shape messages, as serde reads them.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Simple {
     Ping {
         #[serde(default)]
         #[allow(dead_code)]
-        data: Option<Value>,
+        data: Option<IgnoredAny>,
     },
     Auth {
         token: String,
@@ -57,36 +75,176 @@ pub enum ClientMessage {
     },
 }
 
-impl ClientMessage {
-    /// Parse one text frame. The error text goes back to the client in an
-    /// `error` message, so it describes the shape, never echoes the content.
-    pub fn parse(text: &str) -> Result<ClientMessage, String> {
-        let v: Value = serde_json::from_str(text).map_err(|_| "message is not JSON".to_string())?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| "message is not a JSON object".to_string())?;
-        let ty = match obj.get("type") {
-            None => return Err("message has no `type`".into()),
-            Some(Value::String(t)) => t.clone(),
-            Some(_) => return Err("`type` must be a string".into()),
-        };
-        if !matches!(ty.as_str(), "ping" | "auth" | "resume" | "status") {
-            return Err(format!(
-                "unknown type `{}`; expected ping, auth, resume or status",
-                ty.chars().take(32).collect::<String>()
-            ));
+/// `{"type":"send","to"|"call":…,"payload":…,"ref":…}` (contract §8), as
+/// sent: the rules (exactly one of `to` and `call`, a payload, its size)
+/// are checked by [`crate::messages`], which answers with the `ref`.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub to: Option<String>,
+    pub call: Option<String>,
+    /// The payload's JSON text exactly as the client sent it.
+    pub payload: Option<Box<RawValue>>,
+    pub reference: Option<String>,
+}
+
+impl PartialEq for SendRequest {
+    fn eq(&self, other: &Self) -> bool {
+        let raw = |p: &Option<Box<RawValue>>| p.as_ref().map(|r| r.get().to_string());
+        self.to == other.to
+            && self.call == other.call
+            && raw(&self.payload) == raw(&other.payload)
+            && self.reference == other.reference
+    }
+}
+
+/// One text frame from a client: a plain message or a signed envelope (§9).
+#[derive(Debug)]
+pub enum Incoming {
+    Plain(ClientMessage),
+    Signed(Envelope),
+}
+
+/// A frame that is not a client message: the text goes back to the client
+/// in an `error` (`bad-request`), so it describes the shape and never
+/// echoes the content; `reference` is the `ref` of a `send`, echoed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadMessage {
+    pub message: String,
+    pub reference: Option<String>,
+    /// The frame is valid JSON but not an object (a signed envelope's
+    /// inner text must be one: `bad-signature`).
+    pub not_an_object: bool,
+}
+
+impl BadMessage {
+    /// A frame refused before parsing (binary, not UTF-8).
+    pub fn plain(message: impl Into<String>) -> Self {
+        BadMessage::new(message)
+    }
+
+    fn new(message: impl Into<String>) -> Self {
+        BadMessage {
+            message: message.into(),
+            reference: None,
+            not_an_object: false,
         }
-        // serde's messages quote the offending value (maybe a token): say
-        // what shape was expected instead.
-        serde_json::from_value(v).map_err(|_| {
-            let shape = match ty.as_str() {
-                "ping" => r#"{"type":"ping","data":{}}"#,
-                "auth" => r#"{"type":"auth","token":"<JWT>"}"#,
-                "resume" => r#"{"type":"resume","since":<seq, 0 or more>}"#,
-                _ => r#"{"type":"status","status":"available"|"away"|"busy"}"#,
-            };
-            format!("bad `{ty}` message; expected {shape}")
-        })
+    }
+}
+
+/// The top-level members of a frame, values unparsed.
+type Members<'a> = HashMap<String, &'a RawValue>;
+
+impl Incoming {
+    /// Parse one text frame.
+    pub fn parse(text: &str) -> Result<Incoming, BadMessage> {
+        let members: Members = serde_json::from_str(text).map_err(|_| {
+            if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+                BadMessage {
+                    not_an_object: true,
+                    ..BadMessage::new("message is not a JSON object")
+                }
+            } else {
+                BadMessage::new("message is not JSON")
+            }
+        })?;
+        let ty = match members.get("type") {
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(t) => t,
+                Err(_) => return Err(BadMessage::new("`type` must be a string")),
+            },
+            None if members.contains_key("signed") => {
+                return envelope(&members).map(Incoming::Signed)
+            }
+            None => return Err(BadMessage::new("message has no `type`")),
+        };
+        match ty.as_str() {
+            "send" => send_request(&members).map(|r| Incoming::Plain(ClientMessage::Send(r))),
+            "ping" | "auth" | "resume" | "status" => simple(text, &ty).map(Incoming::Plain),
+            _ => Err(BadMessage::new(format!(
+                "unknown type `{}`; expected ping, auth, resume, status or send",
+                ty.chars().take(32).collect::<String>()
+            ))),
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Parse a plain client message (a signed envelope is a `bad-request` here).
+    pub fn parse(text: &str) -> Result<ClientMessage, String> {
+        match Incoming::parse(text) {
+            Ok(Incoming::Plain(m)) => Ok(m),
+            Ok(Incoming::Signed(_)) => Err("a signed envelope is not allowed here".into()),
+            Err(bad) => Err(bad.message),
+        }
+    }
+}
+
+fn simple(text: &str, ty: &str) -> Result<ClientMessage, BadMessage> {
+    // serde's messages quote the offending value (maybe a token): say what
+    // shape was expected instead.
+    let parsed: Simple = serde_json::from_str(text).map_err(|_| {
+        let shape = match ty {
+            "ping" => r#"{"type":"ping","data":{}}"#,
+            "auth" => r#"{"type":"auth","token":"<JWT>"}"#,
+            "resume" => r#"{"type":"resume","since":<seq, 0 or more>}"#,
+            _ => r#"{"type":"status","status":"available"|"away"|"busy"}"#,
+        };
+        BadMessage::new(format!("bad `{ty}` message; expected {shape}"))
+    })?;
+    Ok(match parsed {
+        Simple::Ping { .. } => ClientMessage::Ping,
+        Simple::Auth { token } => ClientMessage::Auth { token },
+        Simple::Resume { since } => ClientMessage::Resume { since },
+        Simple::Status { status } => ClientMessage::Status { status },
+    })
+}
+
+/// A member that must be a string when present (`null` counts as absent).
+fn opt_string(m: &Members, key: &str) -> Result<Option<String>, ()> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<Option<String>>(raw.get()).map_err(|_| ()),
+    }
+}
+
+fn send_request(m: &Members) -> Result<SendRequest, BadMessage> {
+    let reference = opt_string(m, "ref").map_err(|_| BadMessage::new("`ref` must be a string"))?;
+    let bad = |what: &str| BadMessage {
+        reference: reference.clone(),
+        ..BadMessage::new(format!("`{what}` must be a string"))
+    };
+    let to = opt_string(m, "to").map_err(|_| bad("to"))?;
+    let call = opt_string(m, "call").map_err(|_| bad("call"))?;
+    let payload = m.get("payload").map(|raw| (*raw).to_owned());
+    Ok(SendRequest {
+        to,
+        call,
+        payload,
+        reference,
+    })
+}
+
+const ENVELOPE_SHAPE: &str = r#"expected {"signed":"<message JSON text>","timestamp":<ms>,"nonce":"<base64>","signature":"<base64>"}"#;
+
+fn envelope(m: &Members) -> Result<Envelope, BadMessage> {
+    let field = |key: &str| m.get(key).map(|raw| raw.get());
+    let string = |key: &str| field(key).and_then(|t| serde_json::from_str::<String>(t).ok());
+    let timestamp = field("timestamp").and_then(|t| serde_json::from_str::<i64>(t).ok());
+    match (
+        string("signed"),
+        timestamp,
+        string("nonce"),
+        string("signature"),
+    ) {
+        (Some(signed), Some(timestamp), Some(nonce), Some(signature)) => Ok(Envelope {
+            signed,
+            timestamp,
+            nonce,
+            signature,
+        }),
+        _ => Err(BadMessage::new(format!(
+            "bad signed envelope; {ENVELOPE_SHAPE}"
+        ))),
     }
 }
 
@@ -99,6 +257,9 @@ pub struct Connected {
     pub protocol: u32,
     pub heartbeat_secs: u64,
     pub last_seq: u64,
+    /// Contract §9: absent when signing is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,9 +290,20 @@ pub enum ServerMessage {
     StatusChanged {
         status: Status,
     },
+    /// A `send` was stored (contract §8), to the sending connection.
+    Sent {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        id: String,
+        recipients: Vec<String>,
+    },
     Error {
         code: String,
         message: String,
+        /// The `ref` of the `send` (or signed message) this answers:
+        /// `Some(None)` is written as `"ref":null`; `None` leaves it out.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Option<String>>,
     },
 }
 
@@ -150,9 +322,23 @@ impl ServerMessage {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
+        ServerMessage::error("bad-request", message)
+    }
+
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
         ServerMessage::Error {
-            code: "bad-request".into(),
+            code: code.into(),
             message: message.into(),
+            reference: None,
+        }
+    }
+
+    /// An `error` answering a message with this `ref`.
+    pub fn error_for(code: &str, message: impl Into<String>, reference: Option<String>) -> Self {
+        ServerMessage::Error {
+            code: code.into(),
+            message: message.into(),
+            reference: Some(reference),
         }
     }
 }
@@ -223,10 +409,10 @@ mod tests {
 
     #[test]
     fn client_messages_parse() {
-        assert!(matches!(
+        assert_eq!(
             ClientMessage::parse(r#"{"type":"ping","data":{}}"#).unwrap(),
-            ClientMessage::Ping { .. }
-        ));
+            ClientMessage::Ping
+        );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"resume","since":7}"#).unwrap(),
             ClientMessage::Resume { since: 7 }

@@ -10,6 +10,7 @@
 
 pub mod handshake;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant as TokioInstant};
+use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -28,10 +29,15 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::auth::{AuthError, Claims, LEEWAY_SECS};
 use crate::clock::now_ms;
+use crate::domain::Status;
 use crate::domain::{StoredEvent, User};
 use crate::hub::{CloseSignal, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
-use crate::protocol::{close, ClientMessage, Connected, ServerMessage, Snapshot, PROTOCOL_VERSION};
+use crate::protocol::{
+    close, BadMessage, ClientMessage, Connected, Incoming, ServerMessage, Snapshot,
+    PROTOCOL_VERSION,
+};
+use crate::signing::{Envelope, SessionKey, SignError, SigningMode};
 use crate::store::{bounded, StoreError};
 
 /// Events read from the store per page when replaying.
@@ -195,6 +201,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket, info: UpgradeInfo) {
             last_sent: 0,
             info,
             close: Arc::new(CloseSignal::default()),
+            signing: None,
         };
         tracing::info!("connection opened");
         let end = s.lifecycle(&mut gauges).await;
@@ -217,6 +224,10 @@ struct Session {
     /// Close requests from the hub (slow consumer, revocation): honoured
     /// even in the middle of a blocked write.
     close: Arc<CloseSignal>,
+    /// Signing state (§9) when signing is on: the key material of the
+    /// token (not the token) and the nonces seen. Boxed: ~200 bytes that
+    /// sessions of a daemon with signing off never carry.
+    signing: Option<Box<SessionKey>>,
 }
 
 impl Session {
@@ -227,12 +238,15 @@ impl Session {
             Err(end) => return end,
         };
         let authenticated = Box::pin(self.authenticate(&token)).await;
-        // Not held for the life of the session (~1 KiB per connection).
-        drop(token);
         let (claims, user) = match authenticated {
             Ok(ok) => ok,
             Err(end) => return end,
         };
+        if app.config.client_signing != SigningMode::Off {
+            self.signing = Some(Box::new(SessionKey::new(&token, &claims.sub)));
+        }
+        // Not held for the life of the session (~1 KiB per connection).
+        drop(token);
         self.user = claims.sub.clone();
         tracing::Span::current().record("user", self.user.as_str());
 
@@ -372,6 +386,7 @@ impl Session {
             protocol: PROTOCOL_VERSION,
             heartbeat_secs: app.config.ping_interval.as_secs(),
             last_seq,
+            signing: app.config.client_signing.info(),
         });
         self.send_text(connected.to_frame()).await?;
         if let Some(since) = self.info.since.take() {
@@ -436,7 +451,7 @@ impl Session {
     async fn on_client_frame(
         &mut self,
         msg: Message,
-        expiry: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
+        expiry: &mut Pin<Box<Sleep>>,
     ) -> Result<(), End> {
         if msg.is_close() {
             return Err(End::close(close::NORMAL, ""));
@@ -451,56 +466,135 @@ impl Session {
             ));
         }
         let parsed = if msg.is_binary() {
-            Err("binary frames are not supported; send JSON text".to_string())
+            Err(BadMessage::plain(
+                "binary frames are not supported; send JSON text",
+            ))
         } else {
             msg.to_text()
-                .map_err(|_| "message is not text".to_string())
-                .and_then(ClientMessage::parse)
+                .map_err(|_| BadMessage::plain("message is not text"))
+                .and_then(Incoming::parse)
         };
-        let cm = match parsed {
-            Ok(cm) => cm,
-            Err(reason) => {
-                let frame = ServerMessage::bad_request(reason).to_frame();
-                return self.send_text(frame).await;
+        match parsed {
+            Err(bad) => {
+                self.send_error("bad-request", bad.message, bad.reference)
+                    .await
             }
+            Ok(Incoming::Signed(env)) => self.on_signed(env, expiry).await,
+            Ok(Incoming::Plain(cm)) => {
+                let exempt = matches!(cm, ClientMessage::Ping | ClientMessage::Auth { .. });
+                if self.app.config.client_signing == SigningMode::Required && !exempt {
+                    let reference = send_ref(&cm);
+                    return self.refuse(SignError::SignatureRequired, reference).await;
+                }
+                self.apply(cm, expiry).await
+            }
+        }
+    }
+
+    /// A signed envelope (§9): verify, then parse the inner message and
+    /// handle it as if sent plainly. Nothing in an envelope that does not
+    /// verify is looked at, its `ref` included.
+    async fn on_signed(&mut self, env: Envelope, expiry: &mut Pin<Box<Sleep>>) -> Result<(), End> {
+        let Some(key) = self.signing.as_mut() else {
+            let reason = "signed messages are not enabled on this server";
+            return self.send_error("bad-request", reason.into(), None).await;
         };
+        let verified = match key.verify(env, now_ms()) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(e, None).await,
+        };
+        match Incoming::parse(verified.text()) {
+            Ok(Incoming::Plain(cm)) => self.apply(cm, expiry).await,
+            Ok(Incoming::Signed(_)) => {
+                let reason = "a signed envelope cannot be signed again";
+                self.send_error("bad-request", reason.into(), None).await
+            }
+            Err(bad) if bad.not_an_object => self.refuse(SignError::BadSignature, None).await,
+            Err(bad) => {
+                self.send_error("bad-request", bad.message, bad.reference)
+                    .await
+            }
+        }
+    }
+
+    /// Answer a signing failure: counted, logged without the envelope.
+    async fn refuse(&mut self, e: SignError, reference: Option<String>) -> Result<(), End> {
+        self.app.metrics.signature_failed(e.code());
+        tracing::info!(
+            reason = e.code(),
+            "client message refused by the signing check"
+        );
+        self.send_error(e.code(), e.to_string(), reference).await
+    }
+
+    async fn send_error(
+        &mut self,
+        code: &str,
+        message: String,
+        reference: Option<String>,
+    ) -> Result<(), End> {
+        let msg = match reference {
+            Some(r) => ServerMessage::error_for(code, message, Some(r)),
+            None => ServerMessage::error(code, message),
+        };
+        self.send_text(msg.to_frame()).await
+    }
+
+    /// Handle a client message (plain, or from a verified envelope).
+    async fn apply(&mut self, cm: ClientMessage, expiry: &mut Pin<Box<Sleep>>) -> Result<(), End> {
         match cm {
-            ClientMessage::Ping { .. } => {
+            ClientMessage::Ping => {
                 let pong = ServerMessage::Pong {
                     timestamp: now_ms(),
                 };
                 self.send_text(pong.to_frame()).await
             }
-            ClientMessage::Auth { token } => {
-                let (claims, _) = self.authenticate(&token).await?;
-                if claims.sub != self.user {
-                    self.app.metrics.auth_failed(AuthError::WrongUser.reason());
-                    return Err(End::close(close::POLICY, &AuthError::WrongUser.to_string()));
-                }
-                expiry.as_mut().reset(expiry_instant(claims.exp));
-                tracing::info!("token refreshed");
-                Ok(())
-            }
+            ClientMessage::Auth { token } => self.refresh(&token, expiry).await,
             ClientMessage::Resume { since } => {
                 self.replay(since).await?;
                 self.snapshot().await
             }
-            ClientMessage::Status { status } => {
+            ClientMessage::Status { status } => self.set_status(status).await,
+            ClientMessage::Send(req) => {
                 let app = self.app.clone();
-                if let Err(e) = self.store(app.store.set_status(&self.user, status)).await {
-                    let frame = ServerMessage::Error {
-                        code: "store-unavailable".into(),
-                        message: "status not saved; retry later".into(),
-                    }
-                    .to_frame();
-                    tracing::warn!(error = %e, "status not saved");
-                    return self.send_text(frame).await;
-                }
-                let frame = ServerMessage::StatusChanged { status }.to_frame().into();
-                app.hub.send_to_user(&self.user, frame, Some(&self.conn_id));
-                Ok(())
+                let frame = match crate::messages::send(&app, &self.user, &req).await {
+                    Ok(sent) => ServerMessage::Sent {
+                        reference: req.reference,
+                        id: sent.id,
+                        recipients: sent.recipients,
+                    },
+                    Err(e) => ServerMessage::error_for(e.code(), e.client_message(), req.reference),
+                };
+                self.send_text(frame.to_frame()).await
             }
         }
+    }
+
+    /// An `auth` refresh: same user, a new expiry, and (§9) the new token's key.
+    async fn refresh(&mut self, token: &str, expiry: &mut Pin<Box<Sleep>>) -> Result<(), End> {
+        let (claims, _) = self.authenticate(token).await?;
+        if claims.sub != self.user {
+            self.app.metrics.auth_failed(AuthError::WrongUser.reason());
+            return Err(End::close(close::POLICY, &AuthError::WrongUser.to_string()));
+        }
+        expiry.as_mut().reset(expiry_instant(claims.exp));
+        if let Some(key) = self.signing.as_mut() {
+            key.rekey(token, &claims.sub);
+        }
+        tracing::info!("token refreshed");
+        Ok(())
+    }
+
+    async fn set_status(&mut self, status: Status) -> Result<(), End> {
+        let app = self.app.clone();
+        if let Err(e) = self.store(app.store.set_status(&self.user, status)).await {
+            tracing::warn!(error = %e, "status not saved");
+            let reason = "status not saved; retry later".to_string();
+            return self.send_error("store-unavailable", reason, None).await;
+        }
+        let frame = ServerMessage::StatusChanged { status }.to_frame().into();
+        app.hub.send_to_user(&self.user, frame, Some(&self.conn_id));
+        Ok(())
     }
 
     /// Write `first` and whatever else is queued by now (up to
@@ -743,6 +837,14 @@ async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail
         }
     }
     Ok((claims, user))
+}
+
+/// The `ref` of a `send`, to echo in an answer to it.
+fn send_ref(cm: &ClientMessage) -> Option<String> {
+    match cm {
+        ClientMessage::Send(req) => req.reference.clone(),
+        _ => None,
+    }
 }
 
 fn expiry_instant(exp: i64) -> TokioInstant {

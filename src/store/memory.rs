@@ -104,6 +104,39 @@ impl State {
     }
 }
 
+impl State {
+    /// `body` under each user's next `seq` (a repeated user once).
+    fn append(
+        &mut self,
+        body: &Arc<EventBody>,
+        users: &[String],
+        now: i64,
+        history_ms: i64,
+    ) -> Vec<StoredEvent> {
+        let mut stored: Vec<StoredEvent> = Vec::with_capacity(users.len());
+        let mut seen = HashSet::with_capacity(users.len());
+        for user in users {
+            if !seen.insert(user.as_str()) {
+                continue;
+            }
+            let log = self.logs.entry(user.clone()).or_default();
+            log.last_seq += 1;
+            log.events.push_back(Entry {
+                stored_at: now,
+                seq: log.last_seq,
+                body: body.clone(),
+            });
+            log.prune(now, history_ms);
+            stored.push(StoredEvent {
+                user_id: user.clone(),
+                seq: log.last_seq,
+                body: body.clone(),
+            });
+        }
+        stored
+    }
+}
+
 impl UserLog {
     fn prune(&mut self, now: i64, history_ms: i64) {
         while let Some(e) = self.events.front() {
@@ -223,19 +256,18 @@ impl Store for MemoryStore {
             }
         }
 
-        let mut stored = Vec::with_capacity(ingest.targets.len());
-        for user in &ingest.targets {
-            let log = st.logs.entry(user.clone()).or_default();
-            log.last_seq += 1;
-            log.events.push_back(Entry {
-                stored_at: now,
-                seq: log.last_seq,
-                body: ingest.body.clone(),
-            });
-            log.prune(now, history_ms);
-            stored.push(ingest.stored_for(user, log.last_seq));
-        }
+        let stored = st.append(&ingest.body, &ingest.targets, now, history_ms);
         Ok(IngestOutcome::Stored(stored))
+    }
+
+    async fn append(
+        &self,
+        body: Arc<EventBody>,
+        users: &[String],
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let now = now_ms();
+        let history_ms = self.history.as_millis() as i64;
+        Ok(self.lock().append(&body, users, now, history_ms))
     }
 
     async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {

@@ -14,12 +14,14 @@
 pub mod memory;
 pub mod mongo;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::{
-    Control, EventsPage, Ingest, IngestOutcome, Role, Status, StoredEvent, User, UserView,
+    Control, EventBody, EventsPage, Ingest, IngestOutcome, Role, Status, StoredEvent, User,
+    UserView,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,11 @@ pub trait Store: Send + Sync + 'static {
     /// Users a call is bound to, looked up by the given keys in order.
     async fn call_binding(&self, keys: &[String]) -> StoreResult<Option<Vec<String>>>;
     async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome>;
+    /// Store one event that is not a webhook (a §8 message) for `users`,
+    /// each under their next `seq`, atomically, all sharing `body`; no
+    /// receipt and no call update. Repeats in `users` get one `seq`.
+    async fn append(&self, body: Arc<EventBody>, users: &[String])
+        -> StoreResult<Vec<StoredEvent>>;
     /// Stored events for `user` with `seq > since`, oldest first, at most `limit`.
     async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage>;
     async fn last_seq(&self, user: &str) -> StoreResult<u64>;

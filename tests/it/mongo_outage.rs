@@ -118,6 +118,17 @@ async fn outage_answers_503_then_recovers_without_loss_or_duplicates() {
     assert_eq!(ready.status, 503);
     // The daemon keeps serving what needs no store.
     assert_eq!(s.get("/health").await.unwrap().status, 200);
+    // A message cannot be stored: the sender is told, with its ref, and
+    // the connection stays open.
+    send_json(
+        &mut ws,
+        json!({"type":"send","to":"u1","payload":"x","ref":"during-outage"}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["event"], "error", "{e}");
+    assert_eq!(e["data"]["code"], "store-unavailable");
+    assert_eq!(e["data"]["ref"], "during-outage");
 
     db.start();
     // Telnyx retries the same event; the daemon recovers by itself.

@@ -183,3 +183,44 @@ async fn admin_actions_through_a_reach_sockets_on_b() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_sent_through_a_reaches_a_client_on_b() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut sender_on_a, _, _) = a.connect("u1").await;
+    let (mut sender_on_b, _, _) = b.connect("u1").await;
+    let (mut recipient_on_b, _, _) = b.connect("u2").await;
+    send_json(
+        &mut sender_on_a,
+        json!({"type":"send","to":"u2","payload":{"n":1},"ref":"x"}),
+    )
+    .await;
+    let mut on_a = [
+        next_json(&mut sender_on_a).await,
+        next_json(&mut sender_on_a).await,
+    ];
+    on_a.sort_by_key(|v| v["event"].as_str().unwrap_or("").to_string());
+    let (echo, sent) = (&on_a[0], &on_a[1]);
+    assert_eq!(
+        (echo["event"].as_str(), sent["event"].as_str()),
+        (Some("message"), Some("sent"))
+    );
+    let id = sent["data"]["id"].clone();
+    let got = next_json(&mut recipient_on_b).await;
+    assert_eq!(
+        (got["event"].as_str(), got["seq"].as_u64()),
+        (Some("message"), Some(1))
+    );
+    assert_eq!(got["id"], id);
+    assert_eq!(got["data"]["payload"], json!({"n":1}));
+    // The sender's device on the other instance gets it too, under the
+    // sender's seq.
+    let mine = next_json(&mut sender_on_b).await;
+    assert_eq!((mine["id"].clone(), mine["seq"].as_u64()), (id, Some(1)));
+    expect_silence(&mut recipient_on_b, Duration::from_millis(500)).await;
+    expect_silence(&mut sender_on_b, Duration::from_millis(100)).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -33,7 +33,9 @@ use mongodb::ClientSession;
 use super::docs::{body_doc, call_from_doc, call_to_doc, dt, entry_doc};
 use super::{durable, MongoStore};
 use crate::clock::now_ms;
-use crate::domain::{CallRecord, Ingest, IngestOutcome, StoredEvent};
+use std::sync::Arc;
+
+use crate::domain::{CallRecord, EventBody, Ingest, IngestOutcome, StoredEvent};
 use crate::store::StoreResult;
 
 /// Lock stripes for ingests by target user. Concurrent transactions that
@@ -122,7 +124,38 @@ impl MongoStore {
         self.insert_receipt(s, &ingest.body.id, now).await?;
         self.bind_call(s, ingest, now).await?;
         self.update_call(s, ingest, now).await?;
-        let users = unique(&ingest.targets);
+        self.append_steps(s, &ingest.body, &ingest.targets, now)
+            .await
+    }
+
+    /// A §8 message: the last steps of an ingest alone, in a transaction.
+    pub(super) async fn append_in_transaction(
+        &self,
+        body: &Arc<EventBody>,
+        users: &[String],
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let _held = self.lock_stripes(users).await;
+        let mut session = self.client.start_session().await?;
+        let result = session
+            .start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(durable())
+            .and_run((self, body, users), |s, (store, body, users)| {
+                store.append_steps(s, body, users, now_ms()).boxed()
+            })
+            .await;
+        Ok(result?)
+    }
+
+    /// Each user's next `seq`, their entries, and the one shared body.
+    async fn append_steps(
+        &self,
+        s: &mut ClientSession,
+        body: &Arc<EventBody>,
+        targets: &[String],
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, MongoError> {
+        let users = unique(targets);
         if users.is_empty() {
             return Ok(Vec::new());
         }
@@ -136,14 +169,18 @@ impl MongoStore {
             .insert_many(entries)
             .session(&mut *s)
             .await?;
-        let body = body_doc(body_id, &ingest.body, &seqs, now, &self.instance);
+        let doc = body_doc(body_id, body, &seqs, now, &self.instance);
         self.coll("eventBodies")
-            .insert_one(body)
+            .insert_one(doc)
             .session(&mut *s)
             .await?;
         Ok(seqs
             .iter()
-            .map(|(u, seq)| ingest.stored_for(u, *seq as u64))
+            .map(|(u, seq)| StoredEvent {
+                user_id: u.clone(),
+                seq: *seq as u64,
+                body: body.clone(),
+            })
             .collect())
     }
 

@@ -48,8 +48,8 @@ use self::docs::{
 use super::{FeedItem, Store, StoreError, StoreResult};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::{
-    history_gap, CallRecord, Control, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
-    StoredEvent, User, UserView,
+    history_gap, CallRecord, Control, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role,
+    Status, StoredEvent, User, UserView,
 };
 
 /// Presence documents not refreshed for this long belong to a dead process
@@ -421,6 +421,14 @@ impl Store for MongoStore {
 
     async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome> {
         self.ingest_in_transaction(&ingest).await
+    }
+
+    async fn append(
+        &self,
+        body: Arc<EventBody>,
+        users: &[String],
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.append_in_transaction(&body, users).await
     }
 
     async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {
