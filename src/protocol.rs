@@ -494,4 +494,41 @@ mod tests {
         assert_eq!(v["event"], "status-changed");
         assert_eq!(v["data"]["status"], "busy");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any text parses to a message or a bad-request, never a panic.
+            #[test]
+            fn any_text_parses_or_is_refused(text in any::<String>()) {
+                let _ = Incoming::parse(&text);
+            }
+
+            /// JSON-shaped frames with the fields a client may send, in any
+            /// types: never a panic, and a `send` keeps its payload text.
+            #[test]
+            fn json_frames_parse_or_are_refused(
+                ty in prop::sample::select(vec!["send", "ping", "auth", "status", "resume", "x"]),
+                to in prop::option::of("[a-z]{0,4}|5|null|\\[\\]"),
+                payload in "\\{\\}|\\[1,2\\]|\"a\"|1e999|-0|null|true",
+                signed in prop::option::of(".{0,20}"),
+            ) {
+                let mut frame = format!(r#"{{"type":"{ty}","payload":{payload}"#);
+                if let Some(to) = &to {
+                    let to = if to.chars().all(|c| c.is_ascii_lowercase()) { format!("\"{to}\"") } else { to.clone() };
+                    frame.push_str(&format!(r#","to":{to}"#));
+                }
+                if let Some(signed) = signed {
+                    frame.push_str(&format!(r#","signed":{}"#, serde_json::to_string(&signed).unwrap()));
+                }
+                frame.push('}');
+                if let Ok(Incoming::Plain(ClientMessage::Send(req))) = Incoming::parse(&frame) {
+                    let got = req.payload.expect("payload present").get().to_string();
+                    prop_assert_eq!(got, payload);
+                }
+            }
+        }
+    }
 }

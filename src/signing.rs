@@ -143,7 +143,8 @@ impl SessionKey {
         // `verify_slice` compares in constant time.
         mac.verify_slice(&sig)
             .map_err(|_| SignError::BadSignature)?;
-        if (now_ms - env.timestamp).abs() > WINDOW_MS {
+        // `abs_diff`: any i64 a client sends, with no overflow.
+        if now_ms.abs_diff(env.timestamp) > WINDOW_MS as u64 {
             return Err(SignError::Stale);
         }
         if !nonce_is_well_formed(&env.nonce) {
@@ -249,7 +250,7 @@ impl NonceMemory {
         let digest = Sha256::digest(nonce.as_bytes());
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
-        let expires = timestamp + WINDOW_MS;
+        let expires = timestamp.saturating_add(WINDOW_MS);
         match self.seen.get(&key) {
             Some(old) if *old >= now => Err(SignError::Replayed),
             _ => {
@@ -364,5 +365,60 @@ mod tests {
         let later = t0 + WINDOW_MS + SWEEP_EVERY_MS + 1;
         m.insert("fresh", later, later).unwrap();
         assert_eq!(m.seen.len(), 1);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_envelope() -> impl Strategy<Value = Envelope> {
+            (
+                any::<String>(),
+                any::<i64>(),
+                any::<String>(),
+                any::<String>(),
+            )
+                .prop_map(|(signed, timestamp, nonce, signature)| Envelope {
+                    signed,
+                    timestamp,
+                    nonce,
+                    signature,
+                })
+        }
+
+        proptest! {
+            /// Arbitrary envelopes never panic and never verify.
+            #[test]
+            fn arbitrary_envelopes_are_refused(env in any_envelope(), now in any::<i64>()) {
+                let mut k = SessionKey::new(TOKEN, USER);
+                prop_assert!(k.verify(env, now).is_err());
+                prop_assert_eq!(k.nonces_held(), 0);
+            }
+
+            /// A correctly signed envelope with any one field changed is
+            /// refused; unchanged, it verifies.
+            #[test]
+            fn any_change_to_a_signed_envelope_is_refused(
+                signed in any::<String>(),
+                offset in -WINDOW_MS..=WINDOW_MS,
+                field in 0..4usize,
+                junk in "[A-Za-z0-9+/=]{1,8}",
+            ) {
+                let now = TS;
+                let ts = now + offset;
+                let sig = sign(TOKEN, USER, &signed, ts, NONCE);
+                let mut env = Envelope { signed, timestamp: ts, nonce: NONCE.into(), signature: sig };
+                let good = env.clone();
+                match field {
+                    0 => env.signed.push_str(&junk),
+                    1 => env.timestamp += 1,
+                    2 => env.nonce = format!("{junk}{}", env.nonce),
+                    _ => env.signature = format!("{junk}{}", env.signature),
+                }
+                let mut k = SessionKey::new(TOKEN, USER);
+                prop_assert!(k.verify(env, now).is_err());
+                prop_assert!(k.verify(good, now).is_ok());
+            }
+        }
     }
 }

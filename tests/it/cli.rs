@@ -332,3 +332,71 @@ fn check_config_reports_mongodb_reachability_and_indexes() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("MongoDB indexes in place"));
 }
+
+/// `listen --send-to USER --sign`: lines typed on stdin go out as signed
+/// `send`s with the line as `payload` text; `sent` comes back on stdout.
+/// And `--call` sends to everyone on a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_sends_stdin_lines_signed_to_a_user_and_to_a_call() {
+    use crate::common::*;
+    use std::io::Write;
+    let s = Server::start_with(&[("CALLBRIDGE_CLIENT_SIGNING", "required")]).await;
+    s.put_user("u1", serde_json::json!({"phoneNumbers": ["+15550002222"]}))
+        .await;
+    s.put_user("u2", serde_json::json!({"phoneNumbers": ["+15550002222"]}))
+        .await;
+    let (mut u2, _, _) = s.connect("u2").await;
+    let ca = s.dir.join("ca.pem");
+    let spawn = |extra: &[&str]| {
+        let mut c = crate::common::process::clean_command();
+        c.args([
+            "listen",
+            "--url",
+            &s.ws_url,
+            "--token",
+            &s.token("u1"),
+            "--sign",
+        ])
+        .arg("--ca")
+        .arg(&ca)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let mut child = spawn(&["--send-to", "u2"]);
+    let out = lines(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "hello there\n\nsecond line ☎").unwrap();
+    for (n, text) in [(1, "hello there"), (2, "second line ☎")] {
+        let m = next_json(&mut u2).await;
+        assert_eq!(m["event"], "message", "{m}");
+        assert_eq!(m["data"]["payload"], text);
+        assert_eq!(m["data"]["ref"], format!("line-{n}"));
+    }
+    let sent = wait_line(&out, |l| l.contains("\"sent\""));
+    assert!(sent.contains("line-1"), "{sent}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A call bound to both users (same number): `--call` reaches u2.
+    let ring = envelope(
+        "call.initiated",
+        call_payload("cli1", "+15559990000", "+15550002222"),
+    );
+    assert_eq!(s.post_webhook(&ring).await.status, 200);
+    assert_eq!(next_json(&mut u2).await["event"], "call-initiated");
+    let mut child = spawn(&["--call", "cli1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "on the call").unwrap();
+    let m = next_json(&mut u2).await;
+    assert_eq!(
+        (m["data"]["call"].as_str(), m["data"]["payload"].as_str()),
+        (Some("cli1"), Some("on the call"))
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    s.stop().await;
+}

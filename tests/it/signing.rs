@@ -6,8 +6,8 @@
 use std::process::Command;
 
 use crate::common::*;
-use callbridge::clock::now_ms;
 use callbridge::client::Wss;
+use callbridge::clock::now_ms;
 use callbridge::signing::{envelope_json, sign};
 use serde_json::{json, Value};
 
@@ -256,5 +256,52 @@ print(base64.b64encode(mac.digest()).decode())
     let m = next_json(&mut u2).await;
     assert_eq!(m["data"]["payload"], json!({"t":"hé ☎"}));
     assert_eq!(m["data"]["ref"], "py");
+    s.stop().await;
+}
+
+/// Arbitrary envelopes against the live server (required mode): each is
+/// answered with an error, none is applied, the connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_envelopes_never_apply_and_never_close() {
+    use crate::common::edges::Rng;
+    use base64::Engine as _;
+    let s = Server::start_with(&[
+        ("CALLBRIDGE_CLIENT_SIGNING", "required"),
+        ("CALLBRIDGE_CLIENT_RATE_PER_MIN", "100000"),
+    ])
+    .await;
+    s.put_users(&["u1"]).await;
+    let (mut ws, token, _) = connect_with_token(&s, "u1").await;
+    let mut rng = Rng::new(0x5eed_0011);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let inners = [
+        r#"{"type":"status","status":"busy"}"#,
+        r#"{"type":"send","to":"u1","payload":"x"}"#,
+        "[]",
+        "not json",
+        "",
+    ];
+    for i in 0..200u64 {
+        let inner = inners[(rng.next_u64() % inners.len() as u64) as usize];
+        let ts = now_ms() + (rng.next_u64() % 1_000_000) as i64 - 500_000;
+        let nonce_len = (rng.next_u64() % 24) as usize;
+        let nonce = b64(&rng.bytes(nonce_len));
+        // A signature: random bytes, or a real one with the wrong key or
+        // for different text.
+        let signature = match i % 3 {
+            0 => b64(&rng.bytes(32)),
+            1 => sign(&format!("{token}x"), "u1", inner, ts, &nonce),
+            _ => sign(&token, "u1", &format!("{inner} "), ts, &nonce),
+        };
+        let env = json!({"signed": inner, "timestamp": ts, "nonce": nonce, "signature": signature});
+        send_json(&mut ws, env).await;
+        let e = next_json(&mut ws).await;
+        assert_eq!(e["event"], "error", "{e}");
+        assert_eq!(e["data"]["code"], "bad-signature", "{e}");
+    }
+    assert_alive(&mut ws).await;
+    assert_eq!(status_of(&s, "u1").await, "available");
+    let (_, connected, _) = s.connect("u1").await;
+    assert_eq!(connected["data"]["lastSeq"], 0, "no message was stored");
     s.stop().await;
 }
