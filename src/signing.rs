@@ -367,6 +367,33 @@ mod tests {
         assert_eq!(m.seen.len(), 1);
     }
 
+    /// At the default rate limit (300 a minute, 5 a second once the
+    /// bucket is empty) the memory stays under the documented bound, even
+    /// when every timestamp is a whole window ahead of the clock.
+    #[test]
+    fn nonce_memory_is_bounded_by_the_rate_limit() {
+        let mut m = NonceMemory::default();
+        let t0 = 1_000_000_000_000;
+        let mut max_held = 0;
+        let mut i = 0u64;
+        // The initial burst of 300, then 5 a second for 20 minutes.
+        let mut now = t0;
+        for _ in 0..300 {
+            i += 1;
+            m.insert(&format!("n{i}"), now + WINDOW_MS, now).unwrap();
+        }
+        while now < t0 + 20 * 60_000 {
+            now += 200;
+            i += 1;
+            m.insert(&format!("n{i}"), now + WINDOW_MS, now).unwrap();
+            max_held = max_held.max(m.seen.len());
+        }
+        // 300 + 5/s × (2 windows + one sweep period).
+        let bound = 300 + 5 * (2 * WINDOW_SECS as usize + (SWEEP_EVERY_MS / 1000) as usize);
+        assert!(max_held <= bound, "{max_held} > {bound}");
+        assert!(max_held >= 2 * WINDOW_SECS as usize * 5 - 50, "{max_held}: the window is kept");
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;

@@ -76,12 +76,13 @@ fn logs_never_contain_tokens_secrets_or_signatures() {
         .env("CALLBRIDGE_ADMIN_TOKEN", admin)
         .env("RUST_LOG", "debug")
         .env("CALLBRIDGE_LOG_FORMAT", "json")
+        .env("CALLBRIDGE_CLIENT_SIGNING", "optional")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (token, sig, secret) = rt.block_on(async {
+    let (token, sig, secret, client_sig, key) = rt.block_on(async {
         let files = callbridge::dev::DevFiles::new(&data);
         let base = format!("https://127.0.0.1:{port}");
         let mut tls = None;
@@ -110,6 +111,23 @@ fn logs_never_contain_tokens_secrets_or_signatures() {
                 .await
                 .unwrap();
         next_json(&mut ws).await;
+        next_json(&mut ws).await;
+        // A signed message (its payload, signature and key must not be
+        // logged), and one with a wrong signature.
+        let inner = r#"{"type":"send","to":"demo","payload":"payload-must-not-leak-42","ref":"l"}"#;
+        let ts = callbridge::clock::now_ms();
+        let nonce = "bG9nLWNoZWNrLW5vbmNlLTE2Yg==";
+        let client_sig = callbridge::signing::sign(&token, "demo", inner, ts, nonce);
+        let key = callbridge::signing::key_for(&token, "demo", ts);
+        let env = json!({"signed": inner, "timestamp": ts, "nonce": nonce, "signature": client_sig});
+        send_json(&mut ws, env).await;
+        let mut got = [next_json(&mut ws).await, next_json(&mut ws).await];
+        got.sort_by_key(|v| v["event"].to_string());
+        assert_eq!(got[1]["event"], "sent", "{got:?}");
+        let forged = json!({"signed": inner, "timestamp": ts, "nonce": "Zm9yZ2VkLW5vbmNlLTAwMDAwMA==",
+            "signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="});
+        send_json(&mut ws, forged).await;
+        assert_eq!(next_json(&mut ws).await["data"]["code"], "bad-signature");
         let (mut refused, _) =
             callbridge::client::ws_connect(&format!("{ws_url}?token={bad}"), &[], tls.clone())
                 .await
@@ -158,7 +176,7 @@ fn logs_never_contain_tokens_secrets_or_signatures() {
         )
         .await
         .unwrap();
-        (token, sig, secret)
+        (token, sig, secret, client_sig, key)
     });
     signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child), 0);
@@ -167,6 +185,11 @@ fn logs_never_contain_tokens_secrets_or_signatures() {
     assert!(
         logs.contains("stored and fanned out"),
         "no webhook log line"
+    );
+    assert!(logs.contains("message stored"), "no message log line");
+    assert!(
+        logs.contains("signing check"),
+        "no signing refusal log line"
     );
     assert!(
         logs.contains("+*******0001"),
@@ -180,6 +203,9 @@ fn logs_never_contain_tokens_secrets_or_signatures() {
         ("admin token", admin),
         ("wrong admin token", "wrong-admin-token-xyz-987"),
         ("unmasked phone number", "+15557654321"),
+        ("message payload", "payload-must-not-leak-42"),
+        ("client message signature", client_sig.as_str()),
+        ("client signing key", key.as_str()),
     ] {
         assert!(!logs.contains(needle), "{what} found in the logs");
     }
