@@ -21,13 +21,21 @@
 #   kill       two instances on one MongoDB, one killed (SIGKILL) and
 #              restarted mid-run; its clients resume on the other with
 #              `since` (the delivery max is the stall)
+#   messages   embedded store, §8 messages from one session to a call of
+#              2 users (one recipient; the sender's own sessions get them too)
+#   messages-room  embedded store, messages to a call of 200 users
+#   mongodb-messages  MongoDB, messages to a call of 2 users, one at a time
+#   mongodb-messages-room  MongoDB, messages to a call of 200 users, one
+#              at a time (they share the 200 counters, so more in flight
+#              only queue)
 #
 # SCENARIOS picks some (default: all, in this order), e.g.
 # SCENARIOS="rate broadcast" scripts/bench.sh. DAEMON_BIN runs another
 # build of the daemon under the same load (before/after comparisons).
 # Sizes come from the environment (defaults in brackets): MEM_WEBHOOKS
 # [20000], RATE_WEBHOOKS [20000], BCAST_WEBHOOKS [2000], IDLE_CONNS [10000],
-# MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [50], CONCURRENCY [16],
+# MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [50], MSG_COUNT [5000],
+# MONGO_MSG_COUNT [50], CONCURRENCY [16],
 # USERS [50], CONNS [100]. Figures are measurements of this machine;
 # nothing here asserts a target. A run that loses an event exits non-zero.
 set -euo pipefail
@@ -39,7 +47,9 @@ IDLE_CONNS="${IDLE_CONNS:-10000}"
 MONGO_WEBHOOKS="${MONGO_WEBHOOKS:-3000}"
 BCAST_WEBHOOKS="${BCAST_WEBHOOKS:-2000}"
 MONGO_BCAST_WEBHOOKS="${MONGO_BCAST_WEBHOOKS:-50}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill}"
+MSG_COUNT="${MSG_COUNT:-5000}"
+MONGO_MSG_COUNT="${MONGO_MSG_COUNT:-50}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -168,4 +178,30 @@ if want kill; then
     sleep 3
     b="$(start_daemon "$pb" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench2)"
     wait "$bench_pid"
+fi
+# The sender sends far more than a dialer's 300 a minute.
+MSG_ENV=(CALLBRIDGE_CLIENT_RATE_PER_MIN=100000000)
+if want messages; then
+    echo; echo "== messages: embedded store, to a call of 2 users"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI= "${MSG_ENV[@]}")"
+    bench messages "https://127.0.0.1:$port" "$pid" --users 2 --conns 2 --messages "$MSG_COUNT"
+    stop "$pid"
+fi
+if want messages-room; then
+    echo; echo "== messages-room: embedded store, to a call of 200 users"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI= "${MSG_ENV[@]}")"
+    bench messages-room "https://127.0.0.1:$port" "$pid" --users 200 --conns 200 --messages "$MSG_COUNT"
+    stop "$pid"
+fi
+if want mongodb-messages; then
+    echo; echo "== mongodb-messages: MongoDB, to a call of 2 users"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench5 "${MSG_ENV[@]}")"
+    bench mongodb-messages "https://127.0.0.1:$port" "$pid" --users 2 --conns 2 --messages "$MONGO_MSG_COUNT" --send-window 1
+    stop "$pid"
+fi
+if want mongodb-messages-room; then
+    echo; echo "== mongodb-messages-room: MongoDB, to a call of 200 users"
+    port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench4 "${MSG_ENV[@]}")"
+    bench mongodb-messages-room "https://127.0.0.1:$port" "$pid" --users 200 --conns 200 --messages "$MONGO_MSG_COUNT" --send-window 1
+    stop "$pid"
 fi

@@ -83,7 +83,21 @@ struct Args {
     /// every session must receive every webhook.
     #[arg(long)]
     broadcast: bool,
+    /// Instead of webhooks: bind every user to one call (a shared number,
+    /// one inbound webhook) and send this many §8 messages to that call
+    /// from one more session of `bench0`; every session of every user must
+    /// receive each once. Needs the daemon's client rate limit raised.
+    #[arg(long, default_value_t = 0)]
+    messages: usize,
+    /// `send`s the messages sender has out before it waits for a `sent`
+    /// (1: one at a time, the latency of one message alone).
+    #[arg(long, default_value_t = 32)]
+    send_window: usize,
 }
+
+/// The number every user shares in a `--messages` run.
+const ROOM_NUMBER: &str = "+15550009999";
+
 
 /// utime + stime of a process, in ms (`/proc/PID/stat` fields 14 and 15,
 /// in clock ticks of 10 ms).
@@ -214,6 +228,9 @@ async fn main() {
     if args.idle_only {
         return;
     }
+    if args.messages > 0 {
+        return run_messages(&args, &setup, clients, epoch).await;
+    }
 
     let metrics_before = fetch_metrics(first, &setup.tls).await;
     let cpu_before = args.pid.and_then(cpu_ms);
@@ -269,7 +286,12 @@ async fn create_users(args: &Args, url: &str, tls: &Arc<rustls::ClientConfig>) {
                     ("authorization", &auth),
                     ("content-type", "application/json"),
                 ],
-                json!({"role": "agent"}).to_string(),
+                if args.messages > 0 {
+                    json!({"role": "agent", "phoneNumbers": [ROOM_NUMBER]})
+                } else {
+                    json!({"role": "agent"})
+                }
+                .to_string(),
             )
             .await
             .expect("PUT user");
@@ -379,10 +401,19 @@ impl Reader {
             return;
         }
         *last_seq = seq;
-        let sent = v["data"]["raw"]["bench_sent_us"].as_u64().unwrap_or(at);
+        // A message is known by its `ref` (the id is the server's).
+        let (id, stamp) = if v["event"] == "message" {
+            (v["data"]["ref"].as_str().unwrap_or(id), &v["data"]["payload"])
+        } else {
+            (id, &v["data"]["raw"])
+        };
+        let sent = stamp["bench_sent_us"].as_u64();
         let mut r = self.received.lock().unwrap();
         *r.counts.entry((self.user, id.to_string())).or_default() += 1;
-        r.delivery_us.push(at.saturating_sub(sent));
+        // Not stamped: the room's call event of a `--messages` run.
+        if let Some(sent) = sent {
+            r.delivery_us.push(at.saturating_sub(sent));
+        }
     }
 }
 
@@ -695,8 +726,9 @@ fn print_results(args: &Args, posted: &Posted, tally: &Tally, before: &str, afte
 /// frame, per webhook and per delivered frame: with the load generator on
 /// the same cores, throughput is bounded by the generator, CPU is not.
 fn print_cpu(args: &Args, ms: u64, deliveries: u64) {
+    let unit = if args.messages > 0 { "message" } else { "webhook" };
     println!(
-        "[{}] daemon CPU: {} ms = {:.0} us per webhook, {:.2} us per delivery ({} deliveries)",
+        "[{}] daemon CPU: {} ms = {:.0} us per {unit}, {:.2} us per delivery ({} deliveries)",
         args.label,
         ms,
         ms as f64 * 1000.0 / args.webhooks.max(1) as f64,
@@ -712,8 +744,9 @@ fn print_store_commands(args: &Args, before: &str, after: &str) {
     let name = "callbridge_store_commands_total";
     let n = counter_value(after, name) - counter_value(before, name);
     if n > 0.0 {
+        let unit = if args.messages > 0 { "message" } else { "webhook" };
         println!(
-            "[{}] MongoDB commands: {:.0} = {:.2} per webhook",
+            "[{}] MongoDB commands: {:.0} = {:.2} per {unit}",
             args.label,
             n,
             n / args.webhooks.max(1) as f64
@@ -752,6 +785,154 @@ async fn open_session(
         i = (i + 1) % urls.len();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `--messages`: bind the users to one call, send the messages to it, wait
+/// for every session's copy, and report like a webhook run (per message).
+async fn run_messages(args: &Args, setup: &Setup, clients: Clients, epoch: Instant) {
+    let first = args.url[0].as_str();
+    let room = bind_room(args, setup).await;
+    let sessions: u64 = clients.sessions_per_user.iter().map(|n| *n as u64).sum();
+    // The room's call event reaches every session first.
+    wait_for_frames(&clients.received, sessions).await;
+    let metrics_before = fetch_metrics(first, &setup.tls).await;
+    let cpu_before = args.pid.and_then(cpu_ms);
+    let sent = send_messages(args, setup, &room, epoch).await;
+    let expected = sessions * (args.messages as u64 + 1);
+    wait_for_frames(&clients.received, expected).await;
+    let cpu_after = args.pid.and_then(cpu_ms);
+    let metrics_after = fetch_metrics(first, &setup.tls).await;
+    let all_users = Args {
+        broadcast: true,
+        webhooks: args.messages,
+        ..args.clone()
+    };
+    let tally = count_delivery(&all_users, &clients);
+    print_message_results(args, &sent, &tally, sessions);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        print_cpu(&all_users, b.saturating_sub(a), expected - sessions);
+    }
+    print_store_commands(&all_users, &metrics_before, &metrics_after);
+    for h in clients.readers {
+        h.abort();
+    }
+    if tally.lost > 0 {
+        std::process::exit(3);
+    }
+}
+
+/// One inbound call to the number every user has: the call is bound to
+/// all of them (routing rule 3). Returns its call_session_id.
+async fn bind_room(args: &Args, setup: &Setup) -> String {
+    let room = format!("bench-room-{}", &event_id(0)[6..14]);
+    let body = json!({
+        "data": {"record_type": "event", "id": format!("{room}-ring"), "event_type": "call.initiated",
+                 "occurred_at": callbridge::clock::now_rfc3339(),
+                 "payload": {"call_control_id": format!("v3:{room}"), "call_session_id": room,
+                             "call_leg_id": room, "direction": "incoming",
+                             "from": "+15551230001", "to": ROOM_NUMBER}},
+        "meta": {"attempt": 1}
+    })
+    .to_string();
+    let mut c = Https::connect(&args.url[0], setup.tls.clone()).await.expect("connect");
+    let ts = callbridge::clock::now_secs();
+    let sig = setup.signer.sign(ts, body.as_bytes());
+    let headers = [
+        ("telnyx-signature-ed25519", sig.as_str()),
+        ("telnyx-timestamp", &ts.to_string()),
+        ("content-type", "application/json"),
+    ];
+    let r = c.request("POST", "/webhooks/telnyx", &headers, body).await.expect("POST");
+    assert_eq!(r.status, 200, "room webhook: {}", String::from_utf8_lossy(&r.body));
+    room
+}
+
+/// What the messages sender measured.
+struct SentMessages {
+    elapsed_secs: f64,
+    errors: u64,
+    /// `send` written → its `sent` read, µs, sorted.
+    acks_us: Vec<u64>,
+}
+
+/// The sender: `bench0`'s own session sends `--messages` messages to the
+/// call, at most `--send-window` waiting for their `sent` at a time, and
+/// reads everything the daemon sends it (its own copies included).
+async fn send_messages(args: &Args, setup: &Setup, room: &str, epoch: Instant) -> SentMessages {
+    use futures_util::SinkExt;
+    let now = callbridge::clock::now_secs();
+    let token = callbridge::auth::mint(setup.jwt_secret.as_bytes(), "bench0", None, 3600, now)
+        .expect("token");
+    let (ws, _) = open_session(&args.url, 0, &token, 0, setup.tls.clone()).await;
+    let (mut sink, mut stream) = ws.split();
+    let mut written: HashMap<String, Instant> = HashMap::new();
+    let (mut next, mut answered, mut errors) = (0usize, 0usize, 0u64);
+    let mut acks_us = Vec::with_capacity(args.messages);
+    let start = Instant::now();
+    while answered < args.messages {
+        while next < args.messages && next - answered < args.send_window.max(1) {
+            let id = event_id(next);
+            let payload = json!({"bench_sent_us": epoch.elapsed().as_micros() as u64});
+            let frame = json!({"type": "send", "call": room, "payload": payload, "ref": id});
+            written.insert(id, Instant::now());
+            sink.send(Message::text(frame.to_string())).await.expect("send");
+            next += 1;
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an answer within 30 s")
+            .expect("sender session open")
+            .expect("sender session readable");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+        let at = v["data"]["ref"].as_str().and_then(|r| written.remove(r));
+        match (v["event"].as_str(), at) {
+            (Some("sent"), Some(at)) => acks_us.push(at.elapsed().as_micros() as u64),
+            (Some("error"), Some(_)) => errors += 1,
+            _ => continue,
+        }
+        answered += 1;
+    }
+    acks_us.sort_unstable();
+    SentMessages {
+        elapsed_secs: start.elapsed().as_secs_f64(),
+        errors,
+        acks_us,
+    }
+}
+
+fn print_message_results(args: &Args, sent: &SentMessages, tally: &Tally, sessions: u64) {
+    let (acks, del) = (&sent.acks_us, &tally.delivery_us);
+    println!(
+        "[{}] messages={} to a call of {} users ({} sessions) in {:.2}s = {:.0} messages/s (errors {})",
+        args.label,
+        args.messages,
+        args.users,
+        sessions,
+        sent.elapsed_secs,
+        args.messages as f64 / sent.elapsed_secs,
+        sent.errors
+    );
+    println!(
+        "[{}] sent ms (send -> sent): p50 {:.2}  p99 {:.2}  max {:.2}",
+        args.label,
+        pct(acks, 0.50),
+        pct(acks, 0.99),
+        pct(acks, 1.0)
+    );
+    println!(
+        "[{}] delivery ms (send -> frame received): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
+        args.label,
+        pct(del, 0.50),
+        pct(del, 0.90),
+        pct(del, 0.99),
+        pct(del, 1.0),
+        del.len()
+    );
+    println!(
+        "[{}] lost messages: {}  duplicate frames: {}",
+        args.label, tally.lost, tally.dup
+    );
 }
 
 /// Unique per run, so a second run on the same daemon is not all duplicates.
