@@ -12,7 +12,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{Config, ConfigErrors, DevDefaults, LogFormat, Sources};
 use crate::dev::{self, DevFiles};
-use crate::jwt::JwtKey;
 use crate::telnyx::{Signer, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Success (for `serve`: after a graceful shutdown).
@@ -333,17 +332,8 @@ fn print_dev_banner(config: &Config, files: &DevFiles, listener: &tokio::net::Tc
     let host = connect_host(addr);
     /// The banner's token lives a day: long enough for a dev session.
     const TOKEN_TTL_SECS: i64 = 24 * 3600;
-    let token = match &config.jwt.key {
-        JwtKey::Secret(s) => crate::auth::mint(
-            s,
-            dev::DEMO_USER,
-            None,
-            TOKEN_TTL_SECS,
-            crate::clock::now_secs(),
-        )
-        .unwrap_or_default(),
-        JwtKey::Public { .. } => "<mint with your backend>".into(),
-    };
+    let token = dev::demo_token(config, TOKEN_TTL_SECS)
+        .unwrap_or_else(|| "<mint with your backend>".into());
     // The banner is for the operator's terminal, not the log: it carries a
     // dev token on purpose (24 h, demo user, dev secret).
     println!("callbridge dev mode");
@@ -351,6 +341,8 @@ fn print_dev_banner(config: &Config, files: &DevFiles, listener: &tokio::net::Tc
     println!("  CA file:     {}", files.ca.display());
     println!("  data dir:    {}", files.dir.display());
     println!("  demo user:   {} ({})", dev::DEMO_USER, dev::DEMO_PHONE);
+    println!("open the web dialer:");
+    println!("  https://{host}/dev");
     println!("connect a dialer:");
     println!(
         "  callbridge listen --url wss://{host}/ws --ca {} --token {token}",

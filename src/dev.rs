@@ -196,3 +196,15 @@ pub async fn seed_demo_user(store: &dyn Store) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// A token for the demo user, signed with the dev HS256 secret (`None`
+/// when the JWT key is a public key: tokens come from the operator's
+/// backend then). For the banner and the `/dev` page.
+pub fn demo_token(config: &crate::config::Config, ttl_secs: i64) -> Option<String> {
+    match &config.jwt.key {
+        crate::jwt::JwtKey::Secret(s) => {
+            crate::auth::mint(s, DEMO_USER, None, ttl_secs, crate::clock::now_secs()).ok()
+        }
+        crate::jwt::JwtKey::Public { .. } => None,
+    }
+}

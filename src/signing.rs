@@ -391,7 +391,10 @@ mod tests {
         // 300 + 5/s × (2 windows + one sweep period).
         let bound = 300 + 5 * (2 * WINDOW_SECS as usize + (SWEEP_EVERY_MS / 1000) as usize);
         assert!(max_held <= bound, "{max_held} > {bound}");
-        assert!(max_held >= 2 * WINDOW_SECS as usize * 5 - 50, "{max_held}: the window is kept");
+        assert!(
+            max_held >= 2 * WINDOW_SECS as usize * 5 - 50,
+            "{max_held}: the window is kept"
+        );
     }
 
     mod props {

@@ -98,7 +98,6 @@ struct Args {
 /// The number every user shares in a `--messages` run.
 const ROOM_NUMBER: &str = "+15550009999";
 
-
 /// utime + stime of a process, in ms (`/proc/PID/stat` fields 14 and 15,
 /// in clock ticks of 10 ms).
 fn cpu_ms(pid: u32) -> Option<u64> {
@@ -403,7 +402,10 @@ impl Reader {
         *last_seq = seq;
         // A message is known by its `ref` (the id is the server's).
         let (id, stamp) = if v["event"] == "message" {
-            (v["data"]["ref"].as_str().unwrap_or(id), &v["data"]["payload"])
+            (
+                v["data"]["ref"].as_str().unwrap_or(id),
+                &v["data"]["payload"],
+            )
         } else {
             (id, &v["data"]["raw"])
         };
@@ -726,7 +728,11 @@ fn print_results(args: &Args, posted: &Posted, tally: &Tally, before: &str, afte
 /// frame, per webhook and per delivered frame: with the load generator on
 /// the same cores, throughput is bounded by the generator, CPU is not.
 fn print_cpu(args: &Args, ms: u64, deliveries: u64) {
-    let unit = if args.messages > 0 { "message" } else { "webhook" };
+    let unit = if args.messages > 0 {
+        "message"
+    } else {
+        "webhook"
+    };
     println!(
         "[{}] daemon CPU: {} ms = {:.0} us per {unit}, {:.2} us per delivery ({} deliveries)",
         args.label,
@@ -744,7 +750,11 @@ fn print_store_commands(args: &Args, before: &str, after: &str) {
     let name = "callbridge_store_commands_total";
     let n = counter_value(after, name) - counter_value(before, name);
     if n > 0.0 {
-        let unit = if args.messages > 0 { "message" } else { "webhook" };
+        let unit = if args.messages > 0 {
+            "message"
+        } else {
+            "webhook"
+        };
         println!(
             "[{}] MongoDB commands: {:.0} = {:.2} per {unit}",
             args.label,
@@ -834,7 +844,9 @@ async fn bind_room(args: &Args, setup: &Setup) -> String {
         "meta": {"attempt": 1}
     })
     .to_string();
-    let mut c = Https::connect(&args.url[0], setup.tls.clone()).await.expect("connect");
+    let mut c = Https::connect(&args.url[0], setup.tls.clone())
+        .await
+        .expect("connect");
     let ts = callbridge::clock::now_secs();
     let sig = setup.signer.sign(ts, body.as_bytes());
     let headers = [
@@ -842,8 +854,16 @@ async fn bind_room(args: &Args, setup: &Setup) -> String {
         ("telnyx-timestamp", &ts.to_string()),
         ("content-type", "application/json"),
     ];
-    let r = c.request("POST", "/webhooks/telnyx", &headers, body).await.expect("POST");
-    assert_eq!(r.status, 200, "room webhook: {}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .request("POST", "/webhooks/telnyx", &headers, body)
+        .await
+        .expect("POST");
+    assert_eq!(
+        r.status,
+        200,
+        "room webhook: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     room
 }
 
@@ -875,7 +895,9 @@ async fn send_messages(args: &Args, setup: &Setup, room: &str, epoch: Instant) -
             let payload = json!({"bench_sent_us": epoch.elapsed().as_micros() as u64});
             let frame = json!({"type": "send", "call": room, "payload": payload, "ref": id});
             written.insert(id, Instant::now());
-            sink.send(Message::text(frame.to_string())).await.expect("send");
+            sink.send(Message::text(frame.to_string()))
+                .await
+                .expect("send");
             next += 1;
         }
         let msg = tokio::time::timeout(Duration::from_secs(30), stream.next())

@@ -3,6 +3,7 @@
 //! `webhook` here, the admin API in [`crate::api`], the WebSocket
 //! handshake beside the session ([`crate::session::handshake`]).
 
+mod dev;
 mod probes;
 mod webhook;
 
@@ -24,6 +25,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .or(probes::ready(app.clone()))
         .unify()
         .or(probes::metrics(app.clone()))
+        .unify()
+        .or(dev::routes(app.clone()))
         .unify()
         .or(crate::api::routes(app))
         .unify()

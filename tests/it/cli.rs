@@ -107,6 +107,8 @@ fn dev_quick_tour_serve_simulate_listen() {
         .unwrap();
     assert!(sim.status.success());
 
+    check_dev_page(dir.path(), &listen_addr);
+
     // SIGTERM: the daemon closes sockets with 1001 and exits 0.
     signal(&serve, "-TERM");
     assert_eq!(wait_exit(&mut serve), 0, "serve exit code");
@@ -170,6 +172,44 @@ fn token_keygen_and_usage_errors() {
     let help = cmd(dir.path()).args(["serve", "--help"]).output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--dev"));
+}
+
+/// `GET /dev` (contract §7): the web dialer page with a token for the demo
+/// user filled in, and `GET /dev/token` for a fresh one. (The page itself
+/// is driven in Chromium by clients/js/test/browser.)
+fn check_dev_page(dir: &Path, listen_addr: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+        let tls = callbridge::tls::client_config(Some(&ca)).unwrap();
+        let get = |path: &str| {
+            let url = format!("https://{listen_addr}{path}");
+            let tls = tls.clone();
+            async move {
+                callbridge::client::request_once(&url, "GET", &[], "", tls)
+                    .await
+                    .unwrap()
+            }
+        };
+        let page = get("/dev").await;
+        assert_eq!(page.status, 200);
+        let ct = page.headers.get("content-type").unwrap().to_str().unwrap();
+        assert!(ct.starts_with("text/html"), "{ct}");
+        assert!(page.headers.get("content-security-policy").is_some());
+        let html = String::from_utf8(page.body.to_vec()).unwrap();
+        assert!(html.contains("callbridge dev dialer"));
+        assert!(
+            !html.contains("__CALLBRIDGE_DEV_TOKEN__"),
+            "token filled in"
+        );
+        let start = html.find("token: \"").expect("token in the page") + "token: \"".len();
+        let token = &html[start..start + html[start..].find('"').unwrap()];
+        assert_eq!(jsonwebtoken_claims(token)["sub"], "demo");
+        let fresh = get("/dev/token").await;
+        assert_eq!(fresh.status, 200);
+        let token = fresh.json()["token"].as_str().unwrap().to_string();
+        assert_eq!(jsonwebtoken_claims(&token)["sub"], "demo");
+    });
 }
 
 fn jsonwebtoken_claims(token: &str) -> Value {

@@ -28,3 +28,15 @@ async fn webhook_reaches_the_owner_of_the_number() {
     assert_eq!(r.json()["duplicate"], true);
     s.stop().await;
 }
+
+/// The web dialer is `--dev` only (contract §3: 404 when not `--dev`).
+#[tokio::test]
+async fn dev_page_is_404_outside_dev_mode() {
+    let s = Server::start().await;
+    for path in ["/dev", "/dev/token"] {
+        let r = s.get(path).await.unwrap();
+        let e = assert_json_error(&r, 404);
+        assert_eq!(e["error"], "not-found", "{path}");
+    }
+    s.stop().await;
+}
