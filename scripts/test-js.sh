@@ -26,15 +26,15 @@ fi
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 echo "== /dev page bundle is up to date"
-(cd clients/js && node scripts/build-dev-page.mjs)
+(cd clients/js && npm run --silent build:dev-page)
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git diff --exit-code -- src/routes/dev_page.html ||
+    git diff --quiet -- src/routes/dev_page.html ||
         { echo "src/routes/dev_page.html is stale: commit the rebuilt page" >&2; exit 1; }
 fi
 
 echo "== clients/js integration (release daemon) and browser (/dev in Chromium)"
 cargo build --release --locked --bin callbridge
 export CALLBRIDGE_ARTIFACTS="$PWD/target/artifacts"
-(cd clients/js && node --test --test-concurrency=1 test/integration/ test/browser/)
+(cd clients/js && npm run --silent test:integration)
 echo "screenshot of /dev: $CALLBRIDGE_ARTIFACTS/dev-page.png"
 (cd clients/js && npm run --silent size)

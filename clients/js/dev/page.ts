@@ -49,7 +49,7 @@ client.on('connected', (data: { user?: string; userId?: string }) => {
 });
 
 function renderCalls() {
-  const body = $('calls');
+  const body = $<HTMLTableSectionElement>('calls');
   body.replaceChildren();
   const calls = client.activeCalls;
   if (calls.length === 0) {

@@ -199,6 +199,10 @@ export class Proxy {
   }
 
   accept(client) {
+    if (this.refusing) {
+      client.destroy();
+      return;
+    }
     this.connections += 1;
     const upstream = net.connect(this.targetPort, '127.0.0.1');
     const pair = { client, upstream, held: [] };
@@ -225,6 +229,16 @@ export class Proxy {
       upstream.destroy();
     }
     this.pairs.clear();
+  }
+
+  /** The network is gone: open connections cut, new ones reset at once. */
+  down() {
+    this.refusing = true;
+    this.cut();
+  }
+
+  up() {
+    this.refusing = false;
   }
 
   blackhole() {
