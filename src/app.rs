@@ -33,6 +33,8 @@ pub struct App {
     pub in_flight: std::sync::Mutex<
         std::collections::HashMap<String, tokio::sync::watch::Receiver<Option<bool>>>,
     >,
+    /// Outbound webhooks: the endpoints cache, the dispatcher's wake-up.
+    pub outbound: crate::outbound::OutboundState,
     /// Set when shutdown starts: `/ready` answers 503 from then on.
     draining: AtomicBool,
 }
@@ -55,6 +57,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             in_flight: Default::default(),
+            outbound: Default::default(),
             draining: AtomicBool::new(false),
         })
     }

@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "mongodb_count_commands",
     "messages",
     "client_signing",
+    "outbound_retry_schedule",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +150,9 @@ pub struct Config {
     pub messages: bool,
     /// `CALLBRIDGE_CLIENT_SIGNING` (contract §9).
     pub client_signing: SigningMode,
+    /// `CALLBRIDGE_OUTBOUND_RETRY_SCHEDULE` (contract §10): the delays
+    /// between attempts; one attempt more than delays.
+    pub outbound_retry_schedule: Vec<Duration>,
     pub dev: bool,
 }
 
@@ -333,6 +337,7 @@ impl Config {
             mongodb_count_commands: p.flag("mongodb_count_commands"),
             messages: p.messages(),
             client_signing: p.client_signing(),
+            outbound_retry_schedule: p.retry_schedule(),
             dev,
         };
         if p.errors.is_empty() {
@@ -341,6 +346,36 @@ impl Config {
             Err(ConfigErrors(p.errors))
         }
     }
+}
+
+/// Contract §2's default: seven retries over ~28 hours.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// A retry schedule: `Ns`, `Nm`, `Nh`, comma separated; at most 20 delays
+/// of at most 24 h each (a schedule longer than that is a typo).
+pub fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let cut = part.char_indices().last().map_or(0, |(i, _)| i);
+        let (n, unit) = part.split_at(cut);
+        let secs = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(format!("`{part}`: each delay is N followed by s, m or h")),
+        };
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("`{part}`: each delay is N followed by s, m or h"))?;
+        if n * secs > 24 * 3600 {
+            return Err(format!("`{part}`: a delay is at most 24h"));
+        }
+        out.push(Duration::from_secs(n * secs));
+    }
+    if out.len() > 20 {
+        return Err("at most 20 delays".into());
+    }
+    Ok(out)
 }
 
 /// Reads one setting at a time, collecting every problem instead of stopping
@@ -556,6 +591,22 @@ impl Parser<'_> {
             Some(s) => {
                 self.invalid("messages", format!("`{s}` is not one of on, off"));
                 true
+            }
+        }
+    }
+
+    /// `5s,5m,30m,2h,5h,10h,10h`: comma list of `N` + `s`/`m`/`h`.
+    fn retry_schedule(&mut self) -> Vec<Duration> {
+        let raw = self
+            .src
+            .get("outbound_retry_schedule")
+            .unwrap_or(DEFAULT_RETRY_SCHEDULE)
+            .to_string();
+        match parse_schedule(&raw) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.invalid("outbound_retry_schedule", reason);
+                Vec::new()
             }
         }
     }

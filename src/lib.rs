@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod messages;
 pub mod metrics;
 pub mod normalize;
+pub mod outbound;
 pub mod protocol;
 pub mod routes;
 pub mod routing;

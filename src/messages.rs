@@ -156,8 +156,18 @@ async fn check_store_deliver(
     let mut users = Vec::with_capacity(recipients.len() + 1);
     users.push(sender.to_string());
     users.extend(recipients.iter().cloned());
-    let stored = bounded(app.config.store_timeout, app.store.append(body, &users)).await?;
+    let stored = bounded(
+        app.config.store_timeout,
+        app.store.append(body.clone(), &users),
+    )
+    .await?;
     app.hub.deliver(&stored, None);
+    // The backend's copy (§10). The message is stored and delivered: a
+    // queue failure is logged, not reported as a failed send (the client
+    // would send it again).
+    if let Err(e) = crate::outbound::enqueue(app, &body).await {
+        tracing::warn!(error = %e, id = %id, "message not queued for outbound endpoints");
+    }
     Ok(Sent { id, recipients })
 }
 

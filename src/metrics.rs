@@ -26,6 +26,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointOutcomeLabel {
+    pub endpoint: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: &'static str,
 }
@@ -56,6 +62,13 @@ pub struct Metrics {
     pub messages: Family<OutcomeLabel, Counter>,
     /// §9 signed-message refusals by reason (the `error` code).
     pub signature_failures: Family<ReasonLabel, Counter>,
+    /// Outbound attempts by endpoint and outcome (delivered, retry, failed).
+    pub outbound_attempts: Family<EndpointOutcomeLabel, Counter>,
+    pub outbound_enqueued: Counter,
+    /// Attempt start → answer (or timeout).
+    pub outbound_latency: Histogram,
+    /// Pending deliveries in the store, refreshed every 10 s.
+    pub outbound_queue_depth: Gauge,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -86,6 +99,10 @@ impl Default for Metrics {
             tls_reloads: Family::default(),
             messages: Family::default(),
             signature_failures: Family::default(),
+            outbound_attempts: Family::default(),
+            outbound_enqueued: Counter::default(),
+            outbound_latency: Histogram::new(seconds_buckets()),
+            outbound_queue_depth: Gauge::default(),
         };
         // Registration order is the order of `/metrics`: keep it.
         m.register_events();
@@ -93,6 +110,7 @@ impl Default for Metrics {
         m.register_delivery();
         m.register_tls();
         m.register_messages();
+        m.register_outbound();
         m
     }
 }
@@ -195,6 +213,30 @@ impl Metrics {
         );
     }
 
+    fn register_outbound(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "outbound_attempts",
+            "Outbound webhook attempts by endpoint and outcome (delivered, retry, failed)",
+            self.outbound_attempts.clone(),
+        );
+        r.register(
+            "outbound_enqueued",
+            "Outbound deliveries queued (one per event and matching endpoint)",
+            self.outbound_enqueued.clone(),
+        );
+        r.register(
+            "outbound_attempt_latency_seconds",
+            "Outbound attempt start to answer or timeout",
+            self.outbound_latency.clone(),
+        );
+        r.register(
+            "outbound_queue_depth",
+            "Outbound deliveries pending in the store",
+            self.outbound_queue_depth.clone(),
+        );
+    }
+
     fn register_tls(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -243,6 +285,15 @@ impl Metrics {
 
     pub fn message(&self, outcome: &'static str) {
         self.messages.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn outbound_attempt(&self, endpoint: &str, outcome: &'static str) {
+        self.outbound_attempts
+            .get_or_create(&EndpointOutcomeLabel {
+                endpoint: endpoint.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn signature_failed(&self, reason: &'static str) {
@@ -299,6 +350,10 @@ mod tests {
             "tls_reloads",
             "messages",
             "signature_failures",
+            "outbound_attempts",
+            "outbound_enqueued",
+            "outbound_attempt_latency_seconds",
+            "outbound_queue_depth",
         ];
         assert_eq!(names, want, "{text}");
     }

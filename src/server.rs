@@ -103,6 +103,7 @@ pub async fn run(
     }
     spawn_heartbeat(&app);
     spawn_feed(&app);
+    crate::outbound::spawn(&app);
     let resolver = CertResolver::new(cert);
     tls::spawn_reloader(app.clone(), resolver.clone());
     crate::systemd::spawn_watchdog(&app);

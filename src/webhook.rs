@@ -198,9 +198,9 @@ async fn ingest(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack,
     );
     // `data` is serialized here, once: every user's frame, the stored
     // copy and the other instances' feed reuse the text.
-    let body = EventBody::new(id.clone(), event, ts, &Value::Object(data));
+    let body = Arc::new(EventBody::new(id.clone(), event, ts, &Value::Object(data)));
     let ingest = Ingest {
-        body: Arc::new(body),
+        body: body.clone(),
         occurred_ms,
         targets: route.targets.clone(),
         call,
@@ -218,6 +218,12 @@ async fn ingest(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack,
             // for anything they miss; what they have is not sent again.
             let sessions = app.hub.resync_users(&route.targets);
             tracing::info!(sessions, "duplicate delivery; already stored");
+            // Queued with the first delivery, unless that one failed to
+            // queue it (then it answered 503 and this is Telnyx's retry):
+            // queuing is idempotent, so ask again.
+            if !route.targets.is_empty() {
+                crate::outbound::enqueue(&app, &body).await?;
+            }
             Ok(Ack {
                 ok: true,
                 id,
@@ -230,6 +236,12 @@ async fn ingest(app: Arc<App>, ev: Normalized, received: Instant) -> Result<Ack,
                 app.metrics.events_unrouted.inc();
             }
             let queued = app.hub.deliver(&events, Some(received));
+            // Stored and with the dialers: now the backend's copy. If it
+            // cannot be queued, 503 makes Telnyx retry, and the retry
+            // (a duplicate) queues it.
+            if !events.is_empty() {
+                crate::outbound::enqueue(&app, &body).await?;
+            }
             tracing::info!(
                 rule = route.rule.as_str(),
                 users = route.targets.len(),

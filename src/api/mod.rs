@@ -2,13 +2,15 @@
 //! one handler per endpoint beside its request and response types:
 //! [`users`] (`PUT`/`GET`/`DELETE /api/users/{id}`,
 //! `POST /api/users/{id}/revoke`), [`broadcast`] (`POST /api/broadcast`),
-//! [`status`] (`GET /api/status`).
+//! [`status`] (`GET /api/status`), [`endpoints`] (`/api/endpoints…`,
+//! outbound webhooks).
 //!
 //! The token is checked before anything else, so without it nothing about
 //! the API (not even which paths exist) is revealed; with no token
 //! configured the API answers 404 as if it did not exist.
 
 mod broadcast;
+mod endpoints;
 mod status;
 mod users;
 
@@ -41,6 +43,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .or(broadcast::post(app.clone()))
         .unify()
         .or(status::get(app.clone()))
+        .unify()
+        .or(endpoints::routes(app.clone()))
         .unify()
         .or(unmatched())
         .unify();
@@ -90,6 +94,9 @@ fn unmatched() -> impl Filter<Extract = (Response,), Error = std::convert::Infal
                 ["status"] => &[Method::GET],
                 ["users", _] => &[Method::PUT, Method::GET, Method::DELETE],
                 ["users", _, "revoke"] | ["broadcast"] => &[Method::POST],
+                ["endpoints"] => &[Method::GET, Method::POST],
+                ["endpoints", _] => &[Method::GET, Method::PATCH, Method::DELETE],
+                ["endpoints", _, "secret" | "attempts"] => &[Method::GET],
                 _ => &[],
             };
             let e = if allowed.is_empty() || allowed.contains(&method) {

@@ -5,6 +5,7 @@
 
 mod call;
 mod control;
+mod endpoint;
 mod event;
 mod user;
 
@@ -12,5 +13,8 @@ pub use call::{
     sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, LegEvent, Transition,
 };
 pub use control::Control;
+pub use endpoint::{
+    after_attempt, Attempt, AttemptResult, Delivery, DeliveryStatus, Endpoint, EndpointStats,
+};
 pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use user::{Presence, Role, Status, User, UserView};

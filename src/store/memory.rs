@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::memory_outbound::Outbound;
 use super::{Store, StoreResult};
 use crate::clock::{now_ms, now_rfc3339};
 use crate::domain::{
-    history_gap, CallRecord, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
-    StoredEvent, User, UserView,
+    history_gap, AttemptResult, CallRecord, Delivery, Endpoint, EndpointStats, EventBody,
+    EventsPage, Ingest, IngestOutcome, Presence, Role, Status, StoredEvent, User, UserView,
 };
 
 /// History kept per user regardless of age, so a flood for one user cannot
@@ -38,6 +39,7 @@ struct State {
     receipt_order: VecDeque<(i64, String)>,
     /// (hung up at ms, call_control_id): ended legs are forgotten after `history`.
     ended_calls: VecDeque<(i64, String)>,
+    outbound: Outbound,
 }
 
 #[derive(Default)]
@@ -294,6 +296,64 @@ impl Store for MemoryStore {
             })
             .collect();
         Ok(EventsPage { events, gap })
+    }
+
+    async fn put_endpoint(&self, endpoint: Endpoint) -> StoreResult<()> {
+        let mut st = self.lock();
+        st.outbound.endpoints.insert(endpoint.id.clone(), endpoint);
+        Ok(())
+    }
+
+    async fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>> {
+        Ok(self.lock().outbound.endpoints.get(id).cloned())
+    }
+
+    async fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>> {
+        let mut v: Vec<Endpoint> = self.lock().outbound.endpoints.values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.lock().outbound.delete_endpoint(id))
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
+        let now = now_ms();
+        let mut st = self.lock();
+        st.outbound.prune(now, self.history.as_millis() as i64);
+        st.outbound.enqueue(deliveries);
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(self
+            .lock()
+            .outbound
+            .claim(endpoint, now_ms, lease_ms, limit))
+    }
+
+    async fn finish_attempt(&self, id: &str, result: AttemptResult) -> StoreResult<()> {
+        self.lock().outbound.finish(id, result, now_ms());
+        Ok(())
+    }
+
+    async fn endpoint_stats(&self, endpoint: &str) -> StoreResult<EndpointStats> {
+        Ok(self.lock().outbound.stats(endpoint))
+    }
+
+    async fn recent_deliveries(&self, endpoint: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        Ok(self.lock().outbound.recent(endpoint, limit))
+    }
+
+    async fn pending_deliveries(&self) -> StoreResult<u64> {
+        Ok(self.lock().outbound.pending())
     }
 
     async fn last_seq(&self, user: &str) -> StoreResult<u64> {

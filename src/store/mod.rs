@@ -12,6 +12,7 @@
 //! - a hung-up call is never revived by a late or duplicate event.
 
 pub mod memory;
+mod memory_outbound;
 pub mod mongo;
 
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Control, EventBody, EventsPage, Ingest, IngestOutcome, Role, Status, StoredEvent, User,
-    UserView,
+    AttemptResult, Control, Delivery, Endpoint, EndpointStats, EventBody, EventsPage, Ingest,
+    IngestOutcome, Role, Status, StoredEvent, User, UserView,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,35 @@ pub trait Store: Send + Sync + 'static {
     async fn set_status(&self, user: &str, status: Status) -> StoreResult<()>;
     /// User, presence, status and active calls in one read.
     async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>>;
+
+    // ---- outbound webhooks (contract §10)
+    /// Create or replace an endpoint.
+    async fn put_endpoint(&self, endpoint: Endpoint) -> StoreResult<()>;
+    async fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>>;
+    async fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>>;
+    /// Deletes the endpoint and every delivery still queued for it.
+    async fn delete_endpoint(&self, id: &str) -> StoreResult<bool>;
+    /// Queue deliveries; one whose id is queued already is left as it is.
+    async fn enqueue_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()>;
+    /// Up to `limit` pending deliveries of `endpoint` due by `now_ms` that no
+    /// instance holds, oldest due first, each held by this caller for
+    /// `lease_ms` (another instance may take it after that, if this one
+    /// died before recording the attempt).
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Record an attempt's result (see [`crate::domain::after_attempt`]) and
+    /// release the lease.
+    async fn finish_attempt(&self, id: &str, result: AttemptResult) -> StoreResult<()>;
+    async fn endpoint_stats(&self, endpoint: &str) -> StoreResult<EndpointStats>;
+    /// The endpoint's last `limit` deliveries, newest first.
+    async fn recent_deliveries(&self, endpoint: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
+    /// Deliveries pending across all endpoints (the queue depth metric).
+    async fn pending_deliveries(&self) -> StoreResult<u64>;
 
     /// Commands this store sends to its server, counted as they start
     /// (`None`: an embedded store sends none).

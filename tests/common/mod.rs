@@ -6,6 +6,7 @@
 pub mod edges;
 pub mod mongo;
 pub mod process;
+pub mod receiver;
 
 #[allow(unused_imports)]
 pub use mongo::{mongo_required, mongo_uri};

@@ -19,6 +19,7 @@ mod messages;
 mod mongo_outage;
 mod multi_instance;
 mod normalization;
+mod outbound;
 mod props;
 mod robustness;
 mod routing;

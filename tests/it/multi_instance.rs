@@ -224,3 +224,75 @@ async fn message_sent_through_a_reaches_a_client_on_b() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Outbound deliveries (contract §10) with two instances on one MongoDB:
+/// each is claimed by one instance, so the backend gets every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_deliveries_are_sent_once_by_two_instances() {
+    use crate::common::receiver::Receiver;
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let backend = Receiver::start(&[]).await;
+    let r = a
+        .admin("POST", "/api/endpoints", Some(json!({"url": backend.url, "events": ["*"]})))
+        .await;
+    assert_eq!(r.status, 201);
+    // Both instances see the endpoint (each reads it from the store).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..20 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(on.post_webhook(&routed(100 + i, "u1")).await.status, 200);
+    }
+    backend.wait_for(20, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = backend.received();
+    let mut ids: Vec<String> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (20, 20), "every event once");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A delivery pending when the daemon stops is sent by the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_outbound_delivery_survives_a_restart() {
+    use crate::common::receiver::Receiver;
+    let Some(uri) = uri() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("restart{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        ("CALLBRIDGE_MONGODB_URI", uri.as_str()),
+        ("CALLBRIDGE_MONGODB_DB", db.as_str()),
+        ("CALLBRIDGE_OUTBOUND_RETRY_SCHEDULE", "2s,2s,2s,2s,2s,2s"),
+    ];
+    // The backend is down: its port is taken, then freed.
+    let down = Receiver::start(&[]).await;
+    let (url, port) = (down.url.clone(), down.port);
+    down.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = Server::start_in(dir.path().to_path_buf(), &settings).await;
+    a.put_user("u1", json!({})).await;
+    let r = a.admin("POST", "/api/endpoints", Some(json!({"url": url}))).await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let ev = routed(1, "u1");
+    assert_eq!(a.post_webhook(&ev).await.status, 200);
+    // Tried once (refused), then the daemon stops with it pending.
+    for _ in 0..100 {
+        let att = a.admin("GET", &format!("/api/endpoints/{id}/attempts"), None).await.json();
+        if att["attempts"][0]["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    let backend = Receiver::start_on(port, &[]).await;
+    let b = Server::start_in(dir.path().to_path_buf(), &settings).await;
+    let got = backend.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "sent after the restart");
+    assert_eq!(got[0].header("webhook-id"), ev["data"]["id"].as_str().unwrap());
+    let stats = b.admin("GET", &format!("/api/endpoints/{id}"), None).await.json()["stats"].clone();
+    assert_eq!(stats["delivered"], 1, "{stats}");
+    b.stop().await;
+}

@@ -105,6 +105,25 @@ impl MongoStore {
             ),
             ("bindings", idx(doc! {"users": 1}, named("users"))),
             ("control", idx(doc! {"at": 1}, ttl("at_ttl", CONTROL_TTL))),
+            (
+                "deliveries",
+                idx(
+                    doc! {"endpointId": 1, "status": 1, "nextAttemptAt": 1},
+                    named("endpoint_due"),
+                ),
+            ),
+            (
+                "deliveries",
+                idx(
+                    doc! {"endpointId": 1, "createdAt": -1},
+                    named("endpoint_recent"),
+                ),
+            ),
+            (
+                "deliveries",
+                // Only finished deliveries carry `doneAt`: pending ones never expire.
+                idx(doc! {"doneAt": 1}, ttl("doneAt_ttl", history)),
+            ),
             ("presence", idx(doc! {"userId": 1}, named("userId"))),
             (
                 "presence",

@@ -24,6 +24,7 @@ mod docs;
 mod feed;
 mod indexes;
 mod ingest;
+mod outbound;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ use self::docs::{
 use super::{FeedItem, Store, StoreError, StoreResult};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::{
-    history_gap, CallRecord, Control, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role,
+    history_gap, AttemptResult, CallRecord, Delivery, Endpoint, EndpointStats, Control, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role,
     Status, StoredEvent, User, UserView,
 };
 
@@ -429,6 +430,52 @@ impl Store for MongoStore {
         users: &[String],
     ) -> StoreResult<Vec<StoredEvent>> {
         self.append_in_transaction(&body, users).await
+    }
+
+    async fn put_endpoint(&self, endpoint: Endpoint) -> StoreResult<()> {
+        self.put_endpoint_doc(endpoint).await
+    }
+
+    async fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>> {
+        self.get_endpoint_doc(id).await
+    }
+
+    async fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>> {
+        self.list_endpoint_docs().await
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> StoreResult<bool> {
+        self.delete_endpoint_doc(id).await
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
+        self.enqueue_docs(deliveries).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.claim_docs(endpoint, now_ms, lease_ms, limit).await
+    }
+
+    async fn finish_attempt(&self, id: &str, result: AttemptResult) -> StoreResult<()> {
+        self.finish_doc(id, result).await
+    }
+
+    async fn endpoint_stats(&self, endpoint: &str) -> StoreResult<EndpointStats> {
+        self.stats_of(endpoint).await
+    }
+
+    async fn recent_deliveries(&self, endpoint: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.recent_docs(endpoint, limit).await
+    }
+
+    async fn pending_deliveries(&self) -> StoreResult<u64> {
+        self.pending_count().await
     }
 
     async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {
