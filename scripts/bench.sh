@@ -21,6 +21,9 @@
 #   kill       two instances on one MongoDB, one killed (SIGKILL) and
 #              restarted mid-run; its clients resume on the other with
 #              `since` (the delivery max is the stall)
+#   outbound   the `rate` run three times on fresh daemons: no endpoint,
+#              one endpoint answering 200, one endpoint that never answers
+#              (daemon CPU per webhook and dialer delivery latency compared)
 #   messages   embedded store, §8 messages from one session to a call of
 #              2 users (one recipient; the sender's own sessions get them too)
 #   messages-room  embedded store, messages to a call of 200 users
@@ -49,7 +52,7 @@ BCAST_WEBHOOKS="${BCAST_WEBHOOKS:-2000}"
 MONGO_BCAST_WEBHOOKS="${MONGO_BCAST_WEBHOOKS:-50}"
 MSG_COUNT="${MSG_COUNT:-5000}"
 MONGO_MSG_COUNT="${MONGO_MSG_COUNT:-50}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -204,4 +207,14 @@ if want mongodb-messages-room; then
     port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$MONGO" CALLBRIDGE_MONGODB_DB=bench4 "${MSG_ENV[@]}")"
     bench mongodb-messages-room "https://127.0.0.1:$port" "$pid" --users 200 --conns 200 --messages "$MONGO_MSG_COUNT" --send-window 1
     stop "$pid"
+fi
+if want outbound; then
+    echo; echo "== outbound: the fixed-rate run without, with a healthy and with a hanging endpoint"
+    for mode in none ok hang; do
+        port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
+        extra=(); [ "$mode" = none ] || extra=(--outbound "$mode")
+        bench "outbound-$mode" "https://127.0.0.1:$port" "$pid" --users 1000 --conns 1000 \
+            --concurrency "$CONCURRENCY" --webhooks "$RATE_WEBHOOKS" --rate 2000 "${extra[@]}"
+        stop "$pid"
+    done
 fi

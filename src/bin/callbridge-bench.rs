@@ -93,6 +93,12 @@ struct Args {
     /// (1: one at a time, the latency of one message alone).
     #[arg(long, default_value_t = 32)]
     send_window: usize,
+    /// `ok` or `hang`: run an HTTP receiver in this process and register it
+    /// as an outbound endpoint for every event (contract §10), answering
+    /// 200 at once or never; the run waits for the `ok` receiver to get
+    /// every webhook before it reads the daemon's CPU.
+    #[arg(long)]
+    outbound: Option<String>,
 }
 
 /// The number every user shares in a `--messages` run.
@@ -231,11 +237,18 @@ async fn main() {
         return run_messages(&args, &setup, clients, epoch).await;
     }
 
+    let receiver = match args.outbound.as_deref() {
+        Some(mode) => Some(outbound_receiver(&args, &setup, mode == "hang").await),
+        None => None,
+    };
     let metrics_before = fetch_metrics(first, &setup.tls).await;
     let cpu_before = args.pid.and_then(cpu_ms);
     let posted = post_webhooks(&args, &setup, epoch).await;
     let expected = expected_frames(&args, &clients.sessions_per_user);
     wait_for_frames(&clients.received, expected).await;
+    if let Some(r) = &receiver {
+        report_outbound(&args, r).await;
+    }
     let cpu_after = args.pid.and_then(cpu_ms);
     let metrics_after = fetch_metrics(first, &setup.tls).await;
 
@@ -954,6 +967,67 @@ fn print_message_results(args: &Args, sent: &SentMessages, tally: &Tally, sessio
     println!(
         "[{}] lost messages: {}  duplicate frames: {}",
         args.label, tally.lost, tally.dup
+    );
+}
+
+/// Requests the `--outbound` receiver got, and whether it never answers.
+struct OutboundReceiver {
+    got: Arc<AtomicU64>,
+    hang: bool,
+}
+
+/// `--outbound`: a hyper HTTP/1 server on a loopback port of this process,
+/// registered with the daemon as an endpoint for every event.
+async fn outbound_receiver(args: &Args, setup: &Setup, hang: bool) -> OutboundReceiver {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = Arc::new(AtomicU64::new(0));
+    let counter = got.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    let auth = format!("Bearer {}", args.admin_token);
+    let mut admin = Https::connect(&args.url[0], setup.tls.clone()).await.expect("connect");
+    let body = json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["*"]});
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let r = admin.request("POST", "/api/endpoints", &headers, body.to_string()).await.expect("POST");
+    assert_eq!(r.status, 201, "endpoint: {}", String::from_utf8_lossy(&r.body));
+    // Every instance reads endpoints at most 2 s old.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    OutboundReceiver { got, hang }
+}
+
+/// With an `ok` receiver, wait (at most 60 s) until it got every webhook;
+/// print what it got.
+async fn report_outbound(args: &Args, r: &OutboundReceiver) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !r.hang && (r.got.load(Ordering::Relaxed) as usize) < args.webhooks && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "[{}] outbound endpoint ({}): {} requests received for {} webhooks",
+        args.label,
+        if r.hang { "never answers" } else { "answers 200" },
+        r.got.load(Ordering::Relaxed),
+        args.webhooks
     );
 }
 
