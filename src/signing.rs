@@ -83,6 +83,24 @@ impl SignError {
     }
 }
 
+/// A refused envelope: why, and (when the signature itself verified, so
+/// the text is the client's) the inner text, so that the answer can echo
+/// a `send`'s `ref`.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: SignError,
+    pub verified_text: Option<String>,
+}
+
+impl From<SignError> for Refusal {
+    fn from(error: SignError) -> Self {
+        Refusal {
+            error,
+            verified_text: None,
+        }
+    }
+}
+
 /// A signed envelope as received: `{"signed","timestamp","nonce","signature"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -132,26 +150,33 @@ impl SessionKey {
 
     /// Signature first (constant time), then the window, then the nonce:
     /// nothing about an envelope with a wrong signature is remembered.
-    pub fn verify(&mut self, env: Envelope, now_ms: i64) -> Result<Verified, SignError> {
+    pub fn verify(&mut self, env: Envelope, now_ms: i64) -> Result<Verified, Refusal> {
         let window = env.timestamp.div_euclid(WINDOW_MS);
         let key = finish_key(self.prefix.clone(), window);
         let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(&env.signature) else {
-            return Err(SignError::BadSignature);
+            return Err(SignError::BadSignature.into());
         };
         let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
         mac.update(signed_string(env.timestamp, &env.nonce, &env.signed).as_bytes());
         // `verify_slice` compares in constant time.
         mac.verify_slice(&sig)
             .map_err(|_| SignError::BadSignature)?;
-        // `abs_diff`: any i64 a client sends, with no overflow.
-        if now_ms.abs_diff(env.timestamp) > WINDOW_MS as u64 {
-            return Err(SignError::Stale);
-        }
         if !nonce_is_well_formed(&env.nonce) {
-            return Err(SignError::BadSignature);
+            return Err(SignError::BadSignature.into());
         }
-        self.nonces.insert(&env.nonce, env.timestamp, now_ms)?;
-        Ok(Verified(env.signed))
+        // `abs_diff`: any i64 a client sends, with no overflow.
+        let check = if now_ms.abs_diff(env.timestamp) > WINDOW_MS as u64 {
+            Err(SignError::Stale)
+        } else {
+            self.nonces.insert(&env.nonce, env.timestamp, now_ms)
+        };
+        match check {
+            Ok(()) => Ok(Verified(env.signed)),
+            Err(error) => Err(Refusal {
+                error,
+                verified_text: Some(env.signed),
+            }),
+        }
     }
 
     /// Nonces currently remembered (tests and the memory bound).
@@ -302,12 +327,13 @@ mod tests {
         // One flipped character of the signature.
         let bad = SIGNATURE.replacen('q', "r", 1);
         assert_eq!(
-            k.verify(envelope(&bad, TS, NONCE), TS).unwrap_err(),
+            k.verify(envelope(&bad, TS, NONCE), TS).unwrap_err().error,
             SignError::BadSignature
         );
         assert_eq!(
             k.verify(envelope("not base64!", TS, NONCE), TS)
-                .unwrap_err(),
+                .unwrap_err()
+                .error,
             SignError::BadSignature
         );
         // Another user's key (same token) does not verify.
@@ -315,27 +341,31 @@ mod tests {
         assert_eq!(
             other
                 .verify(envelope(SIGNATURE, TS, NONCE), TS)
-                .unwrap_err(),
+                .unwrap_err()
+                .error,
             SignError::BadSignature
         );
         // Exactly the window away is accepted; one ms more is stale.
         let far = TS + WINDOW_MS + 1;
         assert_eq!(
-            k.verify(envelope(SIGNATURE, TS, NONCE), far).unwrap_err(),
+            k.verify(envelope(SIGNATURE, TS, NONCE), far)
+                .unwrap_err()
+                .error,
             SignError::Stale
         );
         k.verify(envelope(SIGNATURE, TS, NONCE), TS + WINDOW_MS)
             .unwrap();
         assert_eq!(
             k.verify(envelope(SIGNATURE, TS, NONCE), TS + 5)
-                .unwrap_err(),
+                .unwrap_err()
+                .error,
             SignError::Replayed
         );
         // A nonce of fewer than 16 bytes.
         let short = "AAECAw==";
         let sig = sign(TOKEN, USER, SIGNED, TS, short);
         assert_eq!(
-            k.verify(envelope(&sig, TS, short), TS).unwrap_err(),
+            k.verify(envelope(&sig, TS, short), TS).unwrap_err().error,
             SignError::BadSignature
         );
     }
@@ -345,7 +375,9 @@ mod tests {
         let mut k = SessionKey::new(TOKEN, USER);
         k.rekey("new-token", USER);
         assert_eq!(
-            k.verify(envelope(SIGNATURE, TS, NONCE), TS).unwrap_err(),
+            k.verify(envelope(SIGNATURE, TS, NONCE), TS)
+                .unwrap_err()
+                .error,
             SignError::BadSignature
         );
         let nonce = "EBESExQVFhcYGRobHB0eHw==";

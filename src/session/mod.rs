@@ -492,8 +492,8 @@ impl Session {
     }
 
     /// A signed envelope (§9): verify, then parse the inner message and
-    /// handle it as if sent plainly. Nothing in an envelope that does not
-    /// verify is looked at, its `ref` included.
+    /// handle it as if sent plainly. Nothing in an envelope whose signature
+    /// does not verify is looked at, its `ref` included.
     async fn on_signed(&mut self, env: Envelope, expiry: &mut Pin<Box<Sleep>>) -> Result<(), End> {
         let Some(key) = self.signing.as_mut() else {
             let reason = "signed messages are not enabled on this server";
@@ -501,7 +501,18 @@ impl Session {
         };
         let verified = match key.verify(env, now_ms()) {
             Ok(v) => v,
-            Err(e) => return self.refuse(e, None).await,
+            Err(r) => {
+                // `stale`/`replayed`: the signature verified, so the text
+                // is the client's own: echo its `ref`.
+                let reference = r
+                    .verified_text
+                    .as_deref()
+                    .and_then(|t| match Incoming::parse(t) {
+                        Ok(Incoming::Plain(cm)) => send_ref(&cm),
+                        _ => None,
+                    });
+                return self.refuse(r.error, reference).await;
+            }
         };
         match Incoming::parse(verified.text()) {
             Ok(Incoming::Plain(cm)) => self.apply(cm, expiry).await,

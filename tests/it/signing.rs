@@ -157,6 +157,20 @@ async fn every_signing_refusal_is_answered_and_not_applied() {
         "available",
         "nothing refused was applied"
     );
+    // A stale `send` whose signature verified echoes its `ref`; one whose
+    // signature does not verify does not (nothing in it is trusted).
+    let send = r#"{"type":"send","to":"u1","payload":1,"ref":"late"}"#;
+    send_json(&mut ws, signed_with(&token, "u1", send, old, &nonce(10))).await;
+    assert_eq!(expect_error(&mut ws, "stale").await["ref"], "late");
+    send_json(
+        &mut ws,
+        signed_with(&other_token, "u1", send, now, &nonce(11)),
+    )
+    .await;
+    assert!(expect_error(&mut ws, "bad-signature")
+        .await
+        .get("ref")
+        .is_none());
 
     // A nonce used once is refused the second time.
     let away = r#"{"type":"status","status":"away"}"#;
@@ -180,7 +194,7 @@ async fn every_signing_refusal_is_answered_and_not_applied() {
     expect_error(&mut ws, "bad-request").await;
     assert_alive(&mut ws).await;
     let metrics = text(&s.get("/metrics").await.unwrap());
-    for (reason, n) in [("bad-signature", 4), ("stale", 2), ("replayed", 2)] {
+    for (reason, n) in [("bad-signature", 5), ("stale", 3), ("replayed", 2)] {
         let line = format!("callbridge_signature_failures_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
