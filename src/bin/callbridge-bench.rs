@@ -980,7 +980,9 @@ struct OutboundReceiver {
 /// registered with the daemon as an endpoint for every event.
 async fn outbound_receiver(args: &Args, setup: &Setup, hang: bool) -> OutboundReceiver {
     use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(AtomicU64::new(0));
     let counter = got.clone();
@@ -1000,16 +1002,31 @@ async fn outbound_receiver(args: &Args, setup: &Setup, hang: bool) -> OutboundRe
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(tcp);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
             });
         }
     });
     let auth = format!("Bearer {}", args.admin_token);
-    let mut admin = Https::connect(&args.url[0], setup.tls.clone()).await.expect("connect");
+    let mut admin = Https::connect(&args.url[0], setup.tls.clone())
+        .await
+        .expect("connect");
     let body = json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["*"]});
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
-    let r = admin.request("POST", "/api/endpoints", &headers, body.to_string()).await.expect("POST");
-    assert_eq!(r.status, 201, "endpoint: {}", String::from_utf8_lossy(&r.body));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = admin
+        .request("POST", "/api/endpoints", &headers, body.to_string())
+        .await
+        .expect("POST");
+    assert_eq!(
+        r.status,
+        201,
+        "endpoint: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     // Every instance reads endpoints at most 2 s old.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     OutboundReceiver { got, hang }
@@ -1019,13 +1036,20 @@ async fn outbound_receiver(args: &Args, setup: &Setup, hang: bool) -> OutboundRe
 /// print what it got.
 async fn report_outbound(args: &Args, r: &OutboundReceiver) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !r.hang && (r.got.load(Ordering::Relaxed) as usize) < args.webhooks && Instant::now() < deadline {
+    while !r.hang
+        && (r.got.load(Ordering::Relaxed) as usize) < args.webhooks
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
         "[{}] outbound endpoint ({}): {} requests received for {} webhooks",
         args.label,
-        if r.hang { "never answers" } else { "answers 200" },
+        if r.hang {
+            "never answers"
+        } else {
+            "answers 200"
+        },
         r.got.load(Ordering::Relaxed),
         args.webhooks
     );

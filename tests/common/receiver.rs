@@ -66,7 +66,9 @@ impl Receiver {
         let (g, s) = (got.clone(), script.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let (g, s) = (g.clone(), s.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, g.clone(), s.clone()));
@@ -116,9 +118,18 @@ async fn handle(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     got.lock().unwrap().push(Received { headers, body });
-    let reply = script.lock().unwrap().pop_front().unwrap_or(Reply::Status(200));
+    let reply = script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Reply::Status(200));
     match reply {
         Reply::Status(code) => Ok(Response::builder()
             .status(code)

@@ -235,7 +235,11 @@ async fn outbound_deliveries_are_sent_once_by_two_instances() {
     };
     let backend = Receiver::start(&[]).await;
     let r = a
-        .admin("POST", "/api/endpoints", Some(json!({"url": backend.url, "events": ["*"]})))
+        .admin(
+            "POST",
+            "/api/endpoints",
+            Some(json!({"url": backend.url, "events": ["*"]})),
+        )
         .await;
     assert_eq!(r.status, 201);
     // Both instances see the endpoint (each reads it from the store).
@@ -274,13 +278,18 @@ async fn a_pending_outbound_delivery_survives_a_restart() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let a = Server::start_in(dir.path().to_path_buf(), &settings).await;
     a.put_user("u1", json!({})).await;
-    let r = a.admin("POST", "/api/endpoints", Some(json!({"url": url}))).await;
+    let r = a
+        .admin("POST", "/api/endpoints", Some(json!({"url": url})))
+        .await;
     let id = r.json()["id"].as_str().unwrap().to_string();
     let ev = routed(1, "u1");
     assert_eq!(a.post_webhook(&ev).await.status, 200);
     // Tried once (refused), then the daemon stops with it pending.
     for _ in 0..100 {
-        let att = a.admin("GET", &format!("/api/endpoints/{id}/attempts"), None).await.json();
+        let att = a
+            .admin("GET", &format!("/api/endpoints/{id}/attempts"), None)
+            .await
+            .json();
         if att["attempts"][0]["attempts"] == 1 {
             break;
         }
@@ -291,8 +300,15 @@ async fn a_pending_outbound_delivery_survives_a_restart() {
     let b = Server::start_in(dir.path().to_path_buf(), &settings).await;
     let got = backend.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 1, "sent after the restart");
-    assert_eq!(got[0].header("webhook-id"), ev["data"]["id"].as_str().unwrap());
-    let stats = b.admin("GET", &format!("/api/endpoints/{id}"), None).await.json()["stats"].clone();
+    assert_eq!(
+        got[0].header("webhook-id"),
+        ev["data"]["id"].as_str().unwrap()
+    );
+    let stats = b
+        .admin("GET", &format!("/api/endpoints/{id}"), None)
+        .await
+        .json()["stats"]
+        .clone();
     assert_eq!(stats["delivered"], 1, "{stats}");
     b.stop().await;
 }

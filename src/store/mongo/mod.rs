@@ -49,8 +49,8 @@ use self::docs::{
 use super::{FeedItem, Store, StoreError, StoreResult};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::{
-    history_gap, AttemptResult, CallRecord, Delivery, Endpoint, EndpointStats, Control, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role,
-    Status, StoredEvent, User, UserView,
+    history_gap, AttemptResult, CallRecord, Control, Delivery, Endpoint, EndpointStats, EventBody,
+    EventsPage, Ingest, IngestOutcome, Presence, Role, Status, StoredEvent, User, UserView,
 };
 
 /// Presence documents not refreshed for this long belong to a dead process
