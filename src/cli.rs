@@ -166,6 +166,83 @@ pub enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Check a received outbound webhook: its Standard Webhooks signature and timestamp.
+    ///
+    /// Exit 0 when valid, 1 when the request does not verify (the reason on
+    /// stderr), 2 for unusable arguments. The secret is never printed.
+    VerifyWebhook {
+        /// The endpoint's secret, whsec_… (from `endpoints add`).
+        #[arg(long, value_name = "whsec_…")]
+        secret: String,
+        /// File of the request's header lines, `Name: value` (a first
+        /// request or status line is skipped); `-` for stdin.
+        #[arg(long, value_name = "FILE")]
+        headers: PathBuf,
+        /// File of the request body, used byte for byte; `-` for stdin.
+        #[arg(long, value_name = "FILE")]
+        body: PathBuf,
+        /// Allowed distance of webhook-timestamp from now, in seconds.
+        #[arg(long, default_value_t = 300)]
+        tolerance_secs: u32,
+    },
+    /// Manage outbound webhook endpoints through the admin API (contract §10).
+    Endpoints {
+        #[command(subcommand)]
+        action: EndpointsCommand,
+    },
+}
+
+/// `callbridge endpoints …`: thin clients of `/api/endpoints`.
+#[derive(Subcommand, Debug)]
+pub enum EndpointsCommand {
+    /// Create an endpoint; prints it as JSON with its secret (shown only here).
+    Add {
+        /// Where events are POSTed: https://…, or http:// to a loopback address.
+        #[arg(value_name = "URL")]
+        endpoint: String,
+        /// Event names to send, comma-separated (e.g. call-hangup,message); all when omitted.
+        #[arg(long, value_delimiter = ',', value_name = "a,b")]
+        events: Vec<String>,
+        /// A note for people: what the endpoint is for.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List endpoints, one line each: id url events enabled|disabled.
+    List {
+        /// Print the API's JSON answer instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete an endpoint: nothing more is sent to it.
+    Remove {
+        #[arg(value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where and as whom `endpoints` reaches the admin API.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// The daemon's base URL; defaults to https://<CALLBRIDGE_LISTEN>.
+    #[arg(long, value_name = "https://host:port")]
+    url: Option<String>,
+    /// Admin bearer token; defaults to CALLBRIDGE_ADMIN_TOKEN (prefer the
+    /// variable: arguments show in the process list).
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// PEM CA file to trust besides the public web roots; defaults to the
+    /// dev data dir's ca.pem when that exists.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// TOML file with the same keys as the environment (listen, admin_token, data_dir).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 pub fn main() -> i32 {
@@ -260,6 +337,13 @@ async fn dispatch(cmd: Command) -> CliResult {
             Ok(())
         }
         Command::CheckConfig { config, dev } => check_config(config.as_deref(), dev).await,
+        Command::VerifyWebhook {
+            secret,
+            headers,
+            body,
+            tolerance_secs,
+        } => verify_webhook(&secret, &headers, &body, tolerance_secs),
+        Command::Endpoints { action } => endpoints(action).await,
     }
 }
 
@@ -780,6 +864,283 @@ fn report_transaction_lifetime(limit: Option<i64>) {
     }
 }
 
+/// `verify-webhook`: check one received request the way a receiver using
+/// the `standardwebhooks` libraries would.
+fn verify_webhook(secret: &str, headers: &Path, body: &Path, tolerance_secs: u32) -> CliResult {
+    use crate::outbound::signature::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    let stdin = Path::new("-");
+    if headers == stdin && body == stdin {
+        return Err(CliError::usage(
+            "--headers and --body cannot both be - (stdin)",
+        ));
+    }
+    signature::secret_key(secret).map_err(|e| CliError::usage(format!("--secret: {e}")))?;
+    let head = read_input(headers, "--headers")?;
+    let body = read_input(body, "--body")?;
+    let fields = parse_header_lines(&String::from_utf8_lossy(&head))
+        .map_err(|e| CliError::usage(format!("--headers {}: {e}", headers.display())))?;
+    let wanted = [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER];
+    let missing: Vec<&str> = wanted
+        .into_iter()
+        .filter(|h| fields.get(*h).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::runtime(format!(
+            "missing header: {}",
+            missing.join(", ")
+        )));
+    }
+    let id = &fields[ID_HEADER];
+    signature::verify(
+        secret,
+        id,
+        &fields[TIMESTAMP_HEADER],
+        &fields[SIGNATURE_HEADER],
+        &body,
+        crate::clock::now_secs(),
+        i64::from(tolerance_secs),
+    )
+    .map_err(CliError::runtime)?;
+    println!("ok: signature valid (webhook-id {id})");
+    Ok(())
+}
+
+/// A file's bytes, or stdin's for `-`; an unreadable file is a bad argument.
+fn read_input(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {
+    use std::io::Read as _;
+    let read = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+    } else {
+        std::fs::read(path)
+    };
+    read.map_err(|e| CliError::usage(format!("{flag} {}: {e}", path.display())))
+}
+
+/// Header lines (`Name: value`) by lower-case name. Blank lines, a first
+/// request or status line (`POST / HTTP/1.1`, `HTTP/1.1 200 OK`) and
+/// HTTP/2 pseudo-headers (`:method: POST`) are skipped; a repeated name's
+/// values are joined with a space (several `webhook-signature` lines then
+/// count as one list, and a repeated `webhook-id` does not verify).
+fn parse_header_lines(text: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut fields = std::collections::HashMap::new();
+    let mut first = true;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        if std::mem::replace(&mut first, false) && is_start_line(line) {
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .filter(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
+            .ok_or_else(|| format!("line {} is not a `Name: value` header line", n + 1))?;
+        let value = value.trim();
+        fields
+            .entry(name.to_ascii_lowercase())
+            .and_modify(|v: &mut String| {
+                v.push(' ');
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_string());
+    }
+    Ok(fields)
+}
+
+/// `HTTP/1.1 200 OK` or `POST /hooks HTTP/1.1`.
+fn is_start_line(line: &str) -> bool {
+    line.starts_with("HTTP/")
+        || line
+            .rsplit_once(' ')
+            .is_some_and(|(_, version)| version.starts_with("HTTP/"))
+}
+
+async fn endpoints(action: EndpointsCommand) -> CliResult {
+    match action {
+        EndpointsCommand::Add {
+            endpoint,
+            events,
+            description,
+            admin,
+        } => {
+            let client = AdminClient::new(&admin)?;
+            endpoints_add(&client, &endpoint, &events, description.as_deref()).await
+        }
+        EndpointsCommand::List { json, admin } => {
+            endpoints_list(&AdminClient::new(&admin)?, json).await
+        }
+        EndpointsCommand::Remove { id, admin } => {
+            endpoints_remove(&AdminClient::new(&admin)?, &id).await
+        }
+    }
+}
+
+/// The admin API as `endpoints` calls it: base URL, bearer, TLS roots.
+struct AdminClient {
+    base: String,
+    bearer: String,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl AdminClient {
+    fn new(args: &AdminArgs) -> Result<Self, CliError> {
+        let src = Sources::gather(args.config.as_deref())?;
+        let token = args
+            .admin_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .or_else(|| src.get("admin_token"))
+            .ok_or_else(|| {
+                CliError::usage(
+                    "CALLBRIDGE_ADMIN_TOKEN is not set (or give --admin-token): \
+                     the admin API needs its bearer token",
+                )
+            })?;
+        let base = args.url.clone().unwrap_or_else(|| {
+            let listen = src
+                .get("listen")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(crate::config::DEFAULT_LISTEN);
+            format!("https://{}", connect_host(listen))
+        });
+        // The dev CA when there is one, as `simulate` does; never created here.
+        let dev_ca = DevFiles::new(&src.data_dir()).ca;
+        let ca = args
+            .ca
+            .clone()
+            .or_else(|| dev_ca.exists().then_some(dev_ca));
+        let ca_err = |e: &dyn std::fmt::Display| {
+            let path = ca.as_deref().unwrap_or(Path::new("")).display();
+            CliError::usage(format!("--ca {path}: {e}"))
+        };
+        let pem = ca
+            .as_deref()
+            .map(std::fs::read)
+            .transpose()
+            .map_err(|e| ca_err(&e))?;
+        let tls = crate::tls::client_config(pem.as_deref()).map_err(|e| ca_err(&e))?;
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            bearer: format!("Bearer {token}"),
+            tls,
+        })
+    }
+
+    /// One request; a non-2xx answer is a runtime failure carrying the
+    /// server's JSON error.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<crate::client::HttpResponse, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut headers = vec![("authorization", self.bearer.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let resp = crate::client::request_once(&url, method, &headers, body, self.tls.clone())
+            .await
+            .map_err(|e| CliError::runtime(format!("{url}: {e}")))?;
+        if (200..300).contains(&resp.status) {
+            return Ok(resp);
+        }
+        Err(CliError::runtime(format!(
+            "{method} {url}: HTTP {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body).trim()
+        )))
+    }
+}
+
+/// An answer's JSON, indented; its text as is when it is not JSON.
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+async fn endpoints_add(
+    client: &AdminClient,
+    url: &str,
+    events: &[String],
+    description: Option<&str>,
+) -> CliResult {
+    let mut events: Vec<&str> = events
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if events.is_empty() {
+        events.push("*");
+    }
+    let mut body = json!({ "url": url, "events": events });
+    if let Some(d) = description {
+        body["description"] = json!(d);
+    }
+    let resp = client.call("POST", "/api/endpoints", Some(&body)).await?;
+    // The one place the secret is shown: on stdout, for the user.
+    println!("{}", pretty(&resp.body));
+    Ok(())
+}
+
+async fn endpoints_list(client: &AdminClient, as_json: bool) -> CliResult {
+    let resp = client.call("GET", "/api/endpoints", None).await?;
+    if as_json {
+        println!("{}", pretty(&resp.body));
+        return Ok(());
+    }
+    let answer = resp.json();
+    let list = answer["endpoints"]
+        .as_array()
+        .ok_or_else(|| CliError::runtime("the answer has no `endpoints` list"))?;
+    for e in list {
+        println!("{}", endpoint_line(e));
+    }
+    Ok(())
+}
+
+/// `id url events enabled|disabled`.
+fn endpoint_line(e: &Value) -> String {
+    let events: Vec<&str> = e["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let state = if e["disabled"].as_bool().unwrap_or(false) {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    format!(
+        "{} {} {} {state}",
+        e["id"].as_str().unwrap_or("?"),
+        e["url"].as_str().unwrap_or("?"),
+        events.join(",")
+    )
+}
+
+async fn endpoints_remove(client: &AdminClient, id: &str) -> CliResult {
+    let id_ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+    if !id_ok {
+        return Err(CliError::usage(format!(
+            "`{id}` is not an endpoint id (see `callbridge endpoints list`)"
+        )));
+    }
+    client
+        .call("DELETE", &format!("/api/endpoints/{id}"), None)
+        .await?;
+    println!("removed {id}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,5 +1173,78 @@ mod tests {
             CliError::Closed("connection ended".into()).to_string(),
             "closed: connection ended"
         );
+    }
+}
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::*;
+
+    #[test]
+    fn header_lines_by_lower_case_name() {
+        let text = "POST /hooks HTTP/1.1\r\nHost: x\r\nWebhook-Id: msg_1\r\n\r\n\
+                    webhook-timestamp:  123 \r\nWEBHOOK-SIGNATURE: v1,a\nwebhook-signature: v1,b\n";
+        let f = parse_header_lines(text).unwrap();
+        assert_eq!(f["webhook-id"], "msg_1");
+        assert_eq!(f["webhook-timestamp"], "123");
+        assert_eq!(f["webhook-signature"], "v1,a v1,b");
+        assert_eq!(f["host"], "x");
+        let status = parse_header_lines("HTTP/1.1 200 OK\nwebhook-id: a\n").unwrap();
+        assert_eq!(status["webhook-id"], "a");
+        let h2 = parse_header_lines(":method: POST\nwebhook-id: a\n").unwrap();
+        assert_eq!(h2.len(), 1);
+        assert!(parse_header_lines("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn lines_that_are_not_headers_are_refused() {
+        let err = parse_header_lines("webhook-id: a\nnot a header\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(parse_header_lines("bad name: x\n").is_err());
+        // A request line only counts as the first line.
+        assert!(parse_header_lines("a: b\nPOST / HTTP/1.1\n").is_err());
+    }
+
+    #[test]
+    fn list_lines() {
+        let e = json!({"id": "ep_1", "url": "https://h/x", "events": ["call-hangup", "message"], "disabled": false});
+        assert_eq!(
+            endpoint_line(&e),
+            "ep_1 https://h/x call-hangup,message enabled"
+        );
+        let d = json!({"id": "ep_2", "url": "https://h/y", "events": ["*"], "disabled": true});
+        assert_eq!(endpoint_line(&d), "ep_2 https://h/y * disabled");
+    }
+
+    #[test]
+    fn endpoints_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "callbridge",
+            "endpoints",
+            "add",
+            "https://crm.example/hook",
+            "--events",
+            "call-hangup,message",
+            "--url",
+            "https://cb:8443",
+        ])
+        .unwrap();
+        let Command::Endpoints {
+            action:
+                EndpointsCommand::Add {
+                    endpoint,
+                    events,
+                    admin,
+                    ..
+                },
+        } = cli.command
+        else {
+            panic!("not endpoints add");
+        };
+        assert_eq!(endpoint, "https://crm.example/hook");
+        assert_eq!(events, ["call-hangup", "message"]);
+        assert_eq!(admin.url.as_deref(), Some("https://cb:8443"));
+        assert!(Cli::try_parse_from(["callbridge", "endpoints", "remove"]).is_err());
+        assert!(Cli::try_parse_from(["callbridge", "verify-webhook", "--secret", "s"]).is_err());
     }
 }

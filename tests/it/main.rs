@@ -20,6 +20,7 @@ mod mongo_outage;
 mod multi_instance;
 mod normalization;
 mod outbound;
+mod outbound_cli;
 mod props;
 mod robustness;
 mod routing;

@@ -251,13 +251,14 @@ async fn failures_are_retried_with_one_id_then_delivered_or_failed() {
     let s = Server::start_with(&[("CALLBRIDGE_OUTBOUND_RETRY_SCHEDULE", "1s,1s")]).await;
     s.put_users(&["u1"]).await;
     let flaky =
-        Receiver::start(&[Reply::Status(500), Reply::Status(500), Reply::Status(200)]).await;
+        Receiver::start(&[Reply::Status(302), Reply::Status(500), Reply::Status(200)]).await;
     let down = Receiver::start(&[Reply::Status(500); 10]).await;
     let ep_flaky = add_endpoint(&s, &flaky.url, json!(["*"])).await;
     let ep_down = add_endpoint(&s, &down.url, json!(["*"])).await;
     let ev = routed("u1", "r1", "call.initiated");
     assert_eq!(s.post_webhook(&ev).await.status, 200);
 
+    // A redirect is not followed: it is an answer that is not 2xx.
     let got = flaky.wait_for(3, DELIVERY_WAIT).await;
     assert_eq!(got.len(), 3);
     let ids: Vec<String> = got.iter().map(|r| r.header("webhook-id")).collect();
