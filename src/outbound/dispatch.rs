@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use super::signature;
 use crate::app::App;
@@ -91,36 +92,34 @@ async fn round(app: &Arc<App>, slots: &mut HashMap<String, Arc<Semaphore>>) -> S
 
 /// One attempt, its result recorded. If recording fails the lease runs out
 /// and the delivery is tried again (at least once).
-async fn attempt(app: Arc<App>, ep: Endpoint, d: Delivery, _slot: OwnedSemaphorePermit) {
+async fn attempt(app: Arc<App>, ep: Endpoint, d: Delivery, slot: OwnedSemaphorePermit) {
     let span =
         tracing::info_span!("outbound", endpoint = %ep.id, id = %d.message_id, event = %d.event);
-    let _e = span.enter();
+    let recorded = attempt_and_record(&app, &ep, &d).instrument(span).await;
+    // A slot is free again: look for more now, not at the next poll.
+    drop(slot);
+    if recorded {
+        app.outbound.wake.notify_one();
+    }
+}
+
+/// Send once and record the result; false when shutdown cut the attempt.
+async fn attempt_and_record(app: &Arc<App>, ep: &Endpoint, d: &Delivery) -> bool {
     let start = Instant::now();
     let outcome = tokio::select! {
-        r = tokio::time::timeout(ATTEMPT_TIMEOUT, send(&app, &ep, &d)) => r,
+        r = tokio::time::timeout(ATTEMPT_TIMEOUT, send(app, ep, d)) => r,
         // Shutting down: the lease runs out and another start sends it.
-        _ = app.shutdown.cancelled() => return,
+        _ = app.shutdown.cancelled() => return false,
     };
-    let attempt = match outcome {
-        Ok(Ok(code)) if (200..300).contains(&code) => Attempt {
-            status_code: Some(code),
-            error: None,
-        },
-        Ok(Ok(code)) => Attempt {
-            status_code: Some(code),
-            error: Some(format!("answered HTTP {code}")),
-        },
-        Ok(Err(e)) => Attempt {
-            status_code: None,
-            error: Some(e),
-        },
-        Err(_) => Attempt {
-            status_code: None,
-            error: Some("no answer within 15 s".into()),
-        },
+    let (status_code, error) = match outcome {
+        Ok(Ok(code)) if (200..300).contains(&code) => (Some(code), None),
+        Ok(Ok(code)) => (Some(code), Some(format!("answered HTTP {code}"))),
+        Ok(Err(e)) => (None, Some(e)),
+        Err(_) => (None, Some("no answer within 15 s".to_string())),
     };
+    let attempt = Attempt { status_code, error };
     Metrics::observe_since(&app.metrics.outbound_latency, start);
-    let result = after_attempt(&d, &attempt, &app.config.outbound_retry_schedule, now_ms());
+    let result = after_attempt(d, &attempt, &app.config.outbound_retry_schedule, now_ms());
     let outcome = match result.status {
         DeliveryStatus::Delivered => "delivered",
         DeliveryStatus::Pending => "retry",
@@ -128,15 +127,12 @@ async fn attempt(app: Arc<App>, ep: Endpoint, d: Delivery, _slot: OwnedSemaphore
     };
     app.metrics.outbound_attempt(&ep.id, outcome);
     app.outbound
-        .note(&ep, attempt.error.as_deref(), result.attempts);
-    if let Err(e) = bounded(
-        app.config.store_timeout,
-        app.store.finish_attempt(&d.id, result),
-    )
-    .await
-    {
+        .note(ep, attempt.error.as_deref(), result.attempts);
+    let finish = app.store.finish_attempt(&d.id, result);
+    if let Err(e) = bounded(app.config.store_timeout, finish).await {
         tracing::warn!(error = %e, "attempt not recorded; the delivery will be tried again");
     }
+    true
 }
 
 async fn send(app: &App, ep: &Endpoint, d: &Delivery) -> Result<u16, String> {
@@ -149,7 +145,8 @@ async fn send(app: &App, ep: &Endpoint, d: &Delivery) -> Result<u16, String> {
         ("webhook-signature", sig),
     ];
     let body = Bytes::copy_from_slice(d.body.as_bytes());
-    super::http::post(&ep.url, &headers, body, app.outbound.tls.clone()).await
+    let tls = app.outbound.tls.clone();
+    app.outbound.pool.post(&ep.url, &headers, body, tls).await
 }
 
 /// Whether this count of consecutive failures deserves a warning.

@@ -38,6 +38,8 @@ pub struct OutboundState {
     failures: Mutex<HashMap<String, u32>>,
     /// Web PKI roots, rustls on aws-lc-rs.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Keep-alive connections to the endpoints.
+    pub pool: http::Pool,
 }
 
 impl Default for OutboundState {
@@ -47,6 +49,7 @@ impl Default for OutboundState {
             wake: Notify::new(),
             failures: Mutex::new(HashMap::new()),
             tls: crate::tls::client_config(None).expect("the built-in roots load"),
+            pool: http::Pool::default(),
         }
     }
 }
