@@ -142,6 +142,9 @@ impl Outbound {
             let slot = (d.next_attempt_ms, h.order, id.to_string());
             self.due.entry(endpoint).or_default().insert(slot);
         } else {
+            // Kept for `attempts` and `stats` only: the body is not needed
+            // any more (it is most of the record's size).
+            d.body = String::new();
             self.done.push_back((now, id.to_string()));
         }
     }

@@ -168,6 +168,8 @@ impl MongoStore {
         };
         if r.status != DeliveryStatus::Pending {
             set.insert("doneAt", dt(crate::clock::now_ms()));
+            // Kept for `attempts` and `stats` only: drop the body.
+            set.insert("body", "");
         }
         self.coll("deliveries")
             .update_one(doc! {"_id": id}, doc! {"$set": set})
