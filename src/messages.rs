@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::app::App;
 use crate::clock::now_rfc3339;
-use crate::domain::{EventBody, Role};
+use crate::domain::{control_key, session_key, EventBody, Role};
 use crate::protocol::SendRequest;
 use crate::store::{bounded, StoreError};
 
@@ -188,7 +188,7 @@ async fn recipients(app: &App, sender: &str, target: &Target) -> Result<Vec<Stri
         }
         Target::Call(call) => {
             // A call is bound under both of its ids (§6): either names it.
-            let keys = [format!("s:{call}"), format!("c:{call}")];
+            let keys = [session_key(call), control_key(call)];
             let bound = bounded(limit, app.store.call_binding(&keys))
                 .await?
                 .ok_or(MessageError::NotOnCall)?;

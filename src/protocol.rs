@@ -321,18 +321,6 @@ impl ServerMessage {
             .expect("server messages always serialize")
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ServerMessage::error("bad-request", message)
-    }
-
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        ServerMessage::Error {
-            code: code.into(),
-            message: message.into(),
-            reference: None,
-        }
-    }
-
     /// An `error` answering a message with this `ref`.
     pub fn error_for(code: &str, message: impl Into<String>, reference: Option<String>) -> Self {
         ServerMessage::Error {

@@ -229,7 +229,8 @@ pub fn sign(token: &str, user_id: &str, signed: &str, timestamp: i64, nonce: &st
 
 /// A signed envelope's JSON text for `inner`, with a fresh random nonce.
 pub fn envelope_json(token: &str, user_id: &str, inner: &str, timestamp: i64) -> String {
-    let nonce_bytes: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
+    let mut nonce_bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut nonce_bytes).expect("system randomness is available");
     let nonce = base64::engine::general_purpose::STANDARD.encode(nonce_bytes);
     let signature = sign(token, user_id, inner, timestamp, &nonce);
     serde_json::json!({

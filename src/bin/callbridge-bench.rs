@@ -715,15 +715,7 @@ fn print_results(args: &Args, posted: &Posted, tally: &Tally, before: &str, afte
         pct(lat, 0.99),
         pct(lat, 1.0)
     );
-    println!(
-        "[{}] delivery ms (sent -> frame received): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
-        args.label,
-        pct(del, 0.50),
-        pct(del, 0.90),
-        pct(del, 0.99),
-        pct(del, 1.0),
-        del.len()
-    );
+    print_delivery(&args.label, "sent", del);
     println!(
         "[{}] daemon-side mean per webhook: {:.3} ms handling, of which {:.3} ms in the store",
         args.label, handler_ms, store_ms
@@ -955,18 +947,23 @@ fn print_message_results(args: &Args, sent: &SentMessages, tally: &Tally, sessio
         pct(acks, 0.99),
         pct(acks, 1.0)
     );
+    print_delivery(&args.label, "send", del);
     println!(
-        "[{}] delivery ms (send -> frame received): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
-        args.label,
+        "[{}] lost messages: {}  duplicate frames: {}",
+        args.label, tally.lost, tally.dup
+    );
+}
+
+/// One `delivery ms` line: frame latencies (µs, sorted) from `from` (the
+/// webhook `sent`, the message `send`) to the frame received.
+fn print_delivery(label: &str, from: &str, del: &[u64]) {
+    println!(
+        "[{label}] delivery ms ({from} -> frame received): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
         pct(del, 0.50),
         pct(del, 0.90),
         pct(del, 0.99),
         pct(del, 1.0),
         del.len()
-    );
-    println!(
-        "[{}] lost messages: {}  duplicate frames: {}",
-        args.label, tally.lost, tally.dup
     );
 }
 

@@ -59,13 +59,23 @@ impl CallInfo {
     pub fn binding_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(2);
         if let Some(s) = &self.call_session_id {
-            keys.push(format!("s:{s}"));
+            keys.push(session_key(s));
         }
         if let Some(c) = &self.call_control_id {
-            keys.push(format!("c:{c}"));
+            keys.push(control_key(c));
         }
         keys
     }
+}
+
+/// The binding key of a call by its `call_session_id`.
+pub fn session_key(id: &str) -> String {
+    format!("s:{id}")
+}
+
+/// The binding key of a call leg by its `call_control_id`.
+pub fn control_key(id: &str) -> String {
+    format!("c:{id}")
 }
 
 /// What one event says about its call leg: the part of a stored webhook

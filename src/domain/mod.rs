@@ -10,7 +10,8 @@ mod event;
 mod user;
 
 pub use call::{
-    sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState, LegEvent, Transition,
+    control_key, session_key, sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState,
+    LegEvent, Transition,
 };
 pub use control::Control;
 pub use endpoint::{

@@ -544,9 +544,11 @@ impl Session {
         message: String,
         reference: Option<String>,
     ) -> Result<(), End> {
-        let msg = match reference {
-            Some(r) => ServerMessage::error_for(code, message, Some(r)),
-            None => ServerMessage::error(code, message),
+        let msg = ServerMessage::Error {
+            code: code.into(),
+            message,
+            // Left out when there is no `ref` to echo.
+            reference: reference.map(Some),
         };
         self.send_text(msg.to_frame()).await
     }

@@ -15,8 +15,9 @@ use super::memory_outbound::Outbound;
 use super::{Store, StoreResult};
 use crate::clock::{now_ms, now_rfc3339};
 use crate::domain::{
-    history_gap, AttemptResult, CallRecord, Delivery, Endpoint, EndpointStats, EventBody,
-    EventsPage, Ingest, IngestOutcome, Presence, Role, Status, StoredEvent, User, UserView,
+    control_key, history_gap, session_key, AttemptResult, CallRecord, Delivery, Endpoint,
+    EndpointStats, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
+    StoredEvent, User, UserView,
 };
 
 /// History kept per user regardless of age, so a flood for one user cannot
@@ -97,9 +98,9 @@ impl State {
             }
             let (_, control) = self.ended_calls.pop_front().expect("front exists");
             if let Some(call) = self.calls.remove(&control) {
-                self.bindings.remove(&format!("c:{control}"));
+                self.bindings.remove(&control_key(&control));
                 if let Some(session) = call.call_session_id {
-                    self.bindings.remove(&format!("s:{session}"));
+                    self.bindings.remove(&session_key(&session));
                 }
             }
         }
