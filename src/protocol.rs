@@ -111,8 +111,9 @@ pub enum Incoming {
 pub struct BadMessage {
     pub message: String,
     pub reference: Option<String>,
-    /// The frame is valid JSON but not an object (a signed envelope's
-    /// inner text must be one: `bad-signature`).
+    /// The frame is not a JSON object: not JSON at all, or JSON of another
+    /// kind (a signed envelope's inner text must be an object, else
+    /// `bad-signature`, contract §9).
     pub not_an_object: bool,
 }
 
@@ -138,13 +139,14 @@ impl Incoming {
     /// Parse one text frame.
     pub fn parse(text: &str) -> Result<Incoming, BadMessage> {
         let members: Members = serde_json::from_str(text).map_err(|_| {
-            if serde_json::from_str::<IgnoredAny>(text).is_ok() {
-                BadMessage {
-                    not_an_object: true,
-                    ..BadMessage::new("message is not a JSON object")
-                }
+            let message = if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+                "message is not a JSON object"
             } else {
-                BadMessage::new("message is not JSON")
+                "message is not JSON"
+            };
+            BadMessage {
+                not_an_object: true,
+                ..BadMessage::new(message)
             }
         })?;
         let ty = match members.get("type") {

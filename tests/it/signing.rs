@@ -139,8 +139,11 @@ async fn every_signing_refusal_is_answered_and_not_applied() {
     tampered["signed"] = json!(r#"{"type":"status","status":"away"}"#);
     send_json(&mut ws, tampered).await;
     expect_error(&mut ws, "bad-signature").await;
-    // `signed` not a JSON object, correctly signed.
+    // `signed` not a JSON object, correctly signed: JSON of another kind,
+    // and text that is not JSON at all.
     send_json(&mut ws, signed_with(&token, "u1", "[1,2]", now, &nonce(4))).await;
+    expect_error(&mut ws, "bad-signature").await;
+    send_json(&mut ws, signed_with(&token, "u1", "{oops", now, &nonce(8))).await;
     expect_error(&mut ws, "bad-signature").await;
     // Old and future timestamps, correctly signed for them.
     let old = now - 301_000;
@@ -194,7 +197,7 @@ async fn every_signing_refusal_is_answered_and_not_applied() {
     expect_error(&mut ws, "bad-request").await;
     assert_alive(&mut ws).await;
     let metrics = text(&s.get("/metrics").await.unwrap());
-    for (reason, n) in [("bad-signature", 5), ("stale", 3), ("replayed", 2)] {
+    for (reason, n) in [("bad-signature", 6), ("stale", 3), ("replayed", 2)] {
         let line = format!("callbridge_signature_failures_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
