@@ -13,6 +13,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::telnyx::Verifier;
+use crate::tls::CertResolver;
 
 pub struct App {
     pub config: Config,
@@ -33,8 +34,11 @@ pub struct App {
     pub in_flight: std::sync::Mutex<
         std::collections::HashMap<String, tokio::sync::watch::Receiver<Option<bool>>>,
     >,
-    /// Outbound webhooks: the endpoints cache, the dispatcher's wake-up.
-    pub outbound: crate::outbound::OutboundState,
+    /// Something was queued for the outbound endpoints (or an endpoint
+    /// changed): the dispatcher looks now, not at its next poll.
+    pub outbound_wake: tokio::sync::Notify,
+    /// The TLS certificate in service (`reload` swaps it).
+    pub certs: Arc<CertResolver>,
     /// Set when shutdown starts: `/ready` answers 503 from then on.
     draining: AtomicBool,
 }
@@ -42,7 +46,7 @@ pub struct App {
 impl App {
     /// Everything in `config` was parsed and checked when it was loaded, so
     /// this cannot fail.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(config: Config, store: Arc<dyn Store>, certs: Arc<CertResolver>) -> Arc<Self> {
         let auth = Authenticator::new(&config.jwt);
         let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
         let metrics = Metrics::default().with_store_commands(store.command_counter());
@@ -57,7 +61,8 @@ impl App {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             in_flight: Default::default(),
-            outbound: Default::default(),
+            outbound_wake: tokio::sync::Notify::new(),
+            certs,
             draining: AtomicBool::new(false),
         })
     }

@@ -33,6 +33,9 @@ pub enum ClientError {
 /// Host, port and path of an `https://` or `wss://` URL.
 pub struct Target {
     pub host: String,
+    /// The name the server's certificate is checked against, when it is
+    /// not `host` (a daemon reached at its listen address).
+    pub tls_name: Option<String>,
     pub port: u16,
     pub path_and_query: String,
     pub authority: String,
@@ -54,6 +57,7 @@ pub fn parse_url(url: &str) -> Result<Target, ClientError> {
         .to_string();
     let port = uri.port_u16().unwrap_or(443);
     Ok(Target {
+        tls_name: None,
         authority: uri
             .authority()
             .map(|a| a.to_string())
@@ -75,8 +79,8 @@ pub async fn connect_tls(
         .await
         .map_err(ClientError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(target.host.clone())
-        .map_err(|_| ClientError::Url(target.host.clone()))?;
+    let name = target.tls_name.as_ref().unwrap_or(&target.host);
+    let name = ServerName::try_from(name.clone()).map_err(|_| ClientError::Url(name.clone()))?;
     TlsConnector::from(tls)
         .connect(name, tcp)
         .await
@@ -103,8 +107,14 @@ impl HttpResponse {
 
 impl Https {
     pub async fn connect(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
-        let target = parse_url(url)?;
-        let stream = connect_tls(&target, tls).await?;
+        Self::connect_target(&parse_url(url)?, tls).await
+    }
+
+    async fn connect_target(
+        target: &Target,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let stream = connect_tls(target, tls).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -113,7 +123,7 @@ impl Https {
         });
         Ok(Https {
             sender,
-            authority: target.authority,
+            authority: target.authority.clone(),
         })
     }
 
@@ -167,8 +177,22 @@ pub async fn request_once(
     body: impl Into<Bytes>,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<HttpResponse, ClientError> {
-    let target = parse_url(url)?;
-    let mut c = Https::connect(url, tls).await?;
+    request_once_as(url, None, method, headers, body, tls).await
+}
+
+/// [`request_once`], checking the server's certificate against `tls_name`
+/// instead of the URL's host when given.
+pub async fn request_once_as(
+    url: &str,
+    tls_name: Option<&str>,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<HttpResponse, ClientError> {
+    let mut target = parse_url(url)?;
+    target.tls_name = tls_name.map(str::to_string);
+    let mut c = Https::connect_target(&target, tls).await?;
     c.request(method, &target.path_and_query, headers, body)
         .await
 }

@@ -8,6 +8,7 @@ use warp::Reply;
 
 use crate::store::StoreError;
 use crate::telnyx::{EnvelopeError, VerifyError};
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +32,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The new certificate did not load; the previous one stays in service.
+    #[error("{0}; the previous certificate stays in service")]
+    ReloadRefused(#[from] TlsError),
 }
 
 impl ApiError {
@@ -43,6 +47,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ReloadRefused(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -64,6 +69,7 @@ impl ApiError {
             ApiError::OriginRefused => "origin-not-allowed",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::ShuttingDown => "shutting-down",
+            ApiError::ReloadRefused(_) => "reload-refused",
         }
     }
 

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod outbound;
 pub mod protocol;
+pub mod reload;
 pub mod routes;
 pub mod routing;
 pub mod server;

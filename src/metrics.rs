@@ -58,6 +58,8 @@ pub struct Metrics {
     /// notAfter of the certificate in service, Unix seconds.
     pub tls_cert_expiry: Gauge,
     pub tls_reloads: Family<OutcomeLabel, Counter>,
+    /// Refused reloads, by any path (API, SIGHUP, file change).
+    pub tls_reload_failures: Counter,
     /// §8 `send`s by outcome: `sent` or the `error` code.
     pub messages: Family<OutcomeLabel, Counter>,
     /// §9 signed-message refusals by reason (the `error` code).
@@ -97,6 +99,7 @@ impl Default for Metrics {
             slow_consumer_closes: Counter::default(),
             tls_cert_expiry: Gauge::default(),
             tls_reloads: Family::default(),
+            tls_reload_failures: Counter::default(),
             messages: Family::default(),
             signature_failures: Family::default(),
             outbound_attempts: Family::default(),
@@ -249,6 +252,11 @@ impl Metrics {
             "TLS certificate reloads by outcome",
             self.tls_reloads.clone(),
         );
+        r.register(
+            "tls_reload_failures",
+            "Certificate reloads refused (the previous certificate stayed in service)",
+            self.tls_reload_failures.clone(),
+        );
     }
 }
 
@@ -348,6 +356,7 @@ mod tests {
             "slow_consumer_closes",
             "tls_cert_expiry_timestamp_seconds",
             "tls_reloads",
+            "tls_reload_failures",
             "messages",
             "signature_failures",
             "outbound_attempts",

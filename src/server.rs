@@ -92,10 +92,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let cert = tls::load_certified_key(&config.tls)?;
+    let read_from = tls::fingerprint(&config.tls);
+    let certs = CertResolver::new(tls::load_certified_key(&config.tls)?, read_from);
     let listen = listener.local_addr().unwrap_or(config.listen);
     let store = open_store(&config, listen).await?;
-    let app = App::new(config, store);
+    let app = App::new(config, store, certs);
     if app.config.dev {
         crate::dev::seed_demo_user(app.store.as_ref())
             .await
@@ -104,13 +105,12 @@ pub async fn run(
     spawn_heartbeat(&app);
     spawn_feed(&app);
     crate::outbound::spawn(&app);
-    let resolver = CertResolver::new(cert);
-    tls::spawn_reloader(app.clone(), resolver.clone());
-    crate::systemd::spawn_watchdog(&app);
+    crate::reload::spawn(&app);
+    crate::systemd::spawn_watchdog(&app.shutdown, &app.tracker);
     // The listener is bound (the caller did it) and the store answered
     // while opening: ready.
     crate::systemd::notify_ready("serving");
-    serve(listener, app, resolver, shutdown).await;
+    serve(listener, app, shutdown).await;
     Ok(())
 }
 
@@ -150,10 +150,9 @@ fn spawn_heartbeat(app: &Arc<App>) {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    resolver: Arc<CertResolver>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let acceptor = TlsAcceptor::from(tls::server_config(resolver));
+    let acceptor = TlsAcceptor::from(tls::server_config(app.certs.clone()));
     let service = warp::service(crate::routes::routes(app.clone()));
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));

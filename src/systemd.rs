@@ -3,11 +3,9 @@
 //! shutdown, and WATCHDOG=1 keep-alives when `WatchdogSec` is set. Without
 //! `NOTIFY_SOCKET` (not under systemd) every call does nothing.
 
-use std::sync::Arc;
-
 use sd_notify::NotifyState;
-
-use crate::app::App;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -32,17 +30,17 @@ pub fn notify_stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
-/// WATCHDOG=1 at half the configured interval while the accept loop lives.
-pub fn spawn_watchdog(app: &Arc<App>) {
+/// WATCHDOG=1 at half the configured interval until shutdown.
+pub fn spawn_watchdog(shutdown: &CancellationToken, tracker: &TaskTracker) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
-    let app2 = app.clone();
-    app.tracker.spawn(async move {
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
         let mut tick = tokio::time::interval(interval / 2);
         loop {
             tokio::select! {
-                _ = app2.shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => send(&[NotifyState::Watchdog]),
             }
         }

@@ -30,8 +30,12 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("CALLBRIDGE_TLS_KEY: {path} holds no PEM private key (PKCS#1, PKCS#8 or SEC1)")]
     NoKey { path: String },
-    #[error("CALLBRIDGE_TLS_KEY: the key does not match the certificate, or is unsupported: {0}")]
-    Mismatch(String),
+    #[error("CALLBRIDGE_TLS_KEY: {key} does not match the certificate in {cert}, or is unsupported: {reason}")]
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -42,8 +46,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn load_certified_key(paths: &TlsPaths) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = read_certs(&paths.cert)?;
     let key = read_key(&paths.key)?;
-    let ck = CertifiedKey::from_der(certs, key, &provider())
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    let ck = CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Mismatch {
+        cert: paths.cert.display().to_string(),
+        key: paths.key.display().to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(Arc::new(ck))
 }
 
@@ -75,17 +82,49 @@ fn read(path: &Path, var: &'static str) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// What identifies the certificate files' version on disk: renewals
+/// replace the files (new inode, mtime or size).
+pub type Fingerprint = Vec<(u64, i64, i64, u64)>;
+
+pub fn fingerprint(paths: &TlsPaths) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    [&paths.cert, &paths.key]
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+        })
+        .collect()
+}
+
 /// Holds the certificate in service; `replace` swaps it for new handshakes.
+/// It also remembers which version of the files was last read, whatever
+/// asked for the read (so a file watch does not read again what a
+/// `POST /api/reload` already read).
 #[derive(Debug)]
 pub struct CertResolver {
     current: RwLock<Arc<CertifiedKey>>,
+    read_from: std::sync::Mutex<Option<Fingerprint>>,
 }
 
 impl CertResolver {
-    pub fn new(key: Arc<CertifiedKey>) -> Arc<Self> {
+    pub fn new(key: Arc<CertifiedKey>, read_from: Option<Fingerprint>) -> Arc<Self> {
         Arc::new(CertResolver {
             current: RwLock::new(key),
+            read_from: std::sync::Mutex::new(read_from),
         })
+    }
+
+    /// Note that the files were read as `now`.
+    pub fn note_read(&self, now: Option<Fingerprint>) {
+        *self.read_from.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// Whether the files on disk differ from the last read.
+    pub fn files_changed(&self, paths: &TlsPaths) -> bool {
+        let now = fingerprint(paths);
+        now.is_some() && *self.read_from.lock().unwrap_or_else(|p| p.into_inner()) != now
     }
 
     pub fn replace(&self, key: Arc<CertifiedKey>) {
@@ -126,8 +165,39 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
 /// Client config trusting the given PEM CA file plus the public web roots
 /// (for `simulate`, `listen`, the tests and the benchmark).
 pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    client_config_with(ca_pem, Vec::new())
+}
+
+/// The certificates of a PEM text; what does not parse is left out.
+pub fn pem_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The first DNS name (subjectAltName) of the first certificate of a PEM
+/// chain: the name a client checks that certificate against.
+pub fn first_dns_name(pem: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let der = pem_certs(pem).into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::DNSName(d) => Some((*d).to_string()),
+        _ => None,
+    })
+}
+
+/// [`client_config`], also trusting `extra` certificates as anchors (the
+/// admin commands trust the chain the daemon is configured with).
+pub fn client_config_with(
+    ca_pem: Option<&[u8]>,
+    extra: Vec<CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Certificates that cannot be anchors are skipped, not fatal.
+    roots.add_parsable_certificates(extra);
     if let Some(pem) = ca_pem {
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
@@ -152,98 +222,4 @@ pub fn not_after(key: &CertifiedKey) -> Option<i64> {
     let der = key.cert.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     Some(cert.validity().not_after.timestamp())
-}
-
-/// What identifies a file's version on disk: renewals replace the files
-/// (new inode or mtime or size).
-fn fingerprint(paths: &TlsPaths) -> Option<Vec<(u64, i64, i64, u64)>> {
-    use std::os::unix::fs::MetadataExt;
-    [&paths.cert, &paths.key]
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-        })
-        .collect()
-}
-
-/// Load the files again; on success swap them in for new connections, on
-/// failure keep the certificate in service and say why.
-pub fn reload(app: &crate::app::App, resolver: &CertResolver, why: &str) -> bool {
-    match load_certified_key(&app.config.tls) {
-        Ok(key) => {
-            if let Some(t) = not_after(&key) {
-                app.metrics.tls_cert_expiry.set(t);
-            }
-            resolver.replace(key);
-            app.metrics
-                .tls_reloads
-                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "ok" })
-                .inc();
-            tracing::info!(trigger = why, "TLS certificate reloaded");
-            true
-        }
-        Err(e) => {
-            app.metrics
-                .tls_reloads
-                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "error" })
-                .inc();
-            tracing::error!(trigger = why, error = %e, "new TLS certificate refused; the previous one stays in service");
-            false
-        }
-    }
-}
-
-/// Reload on SIGHUP (`systemctl reload`) and when the files change on disk
-/// (Let's Encrypt renewals), until shutdown. Open connections keep the
-/// certificate they were made with.
-pub fn spawn_reloader(app: std::sync::Arc<crate::app::App>, resolver: Arc<CertResolver>) {
-    if let Some(t) = not_after(&resolver.current()) {
-        app.metrics.tls_cert_expiry.set(t);
-    }
-    // Installed now, before READY=1 goes out: a `systemctl reload` right
-    // after start must not meet SIGHUP's default action (terminate).
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler; certificate reload by file watch only");
-            None
-        }
-    };
-    let tracker = app.tracker.clone();
-    tracker.spawn(async move {
-        let poll = app.config.tls_reload_poll;
-        let mut seen = fingerprint(&app.config.tls);
-        loop {
-            let hup_fired = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let tick = async {
-                if poll.is_zero() {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(poll).await
-                }
-            };
-            tokio::select! {
-                _ = app.shutdown.cancelled() => return,
-                _ = hup_fired => {
-                    seen = fingerprint(&app.config.tls);
-                    reload(&app, &resolver, "SIGHUP");
-                    crate::systemd::notify_ready_after_reload();
-                }
-                _ = tick => {
-                    let now = fingerprint(&app.config.tls);
-                    if now.is_some() && now != seen {
-                        seen = now;
-                        reload(&app, &resolver, "file change");
-                    }
-                }
-            }
-        }
-    });
 }

@@ -220,3 +220,108 @@ async fn sighup_reloads_and_expiry_is_a_metric() {
     wait_for_leaf(&s, both_cas, &new_leaf).await;
     s.stop().await;
 }
+
+/// The value of a metric line with no labels, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn reload_api_answers_whether_the_certificate_was_taken() {
+    // No polling: only the API (and SIGHUP, which a test beside this one
+    // may send to the whole process) reloads.
+    let Setup {
+        s,
+        live,
+        renewed,
+        both_cas,
+    } = setup("0").await;
+    let (cert, key) = (
+        live.path().join("fullchain.pem"),
+        live.path().join("privkey.pem"),
+    );
+    let old_leaf = leaf_der(&cert);
+    let unauthorized = s.request("POST", "/api/reload", &[], Vec::new()).await;
+    assert_json_error(&unauthorized, 401);
+
+    let same = s.admin("POST", "/api/reload", None).await;
+    assert_eq!(same.status, 200, "{}", text(&same));
+    assert_eq!(same.json()["reloaded"], true);
+    let not_after = same.json()["notAfter"].as_str().unwrap().to_string();
+    assert!(
+        not_after.ends_with('Z') && not_after.len() >= 20,
+        "{not_after}"
+    );
+
+    // A renewal whose key does not match its certificate.
+    replace(&cert, &renewed.path().join("cert.pem"));
+    let refused = s.admin("POST", "/api/reload", None).await;
+    let e = assert_json_error(&refused, 409);
+    assert_eq!(e["error"], "reload-refused");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(&key.display().to_string()), "{message}");
+    assert!(message.contains("previous certificate stays"), "{message}");
+    assert_eq!(served_leaf(&s, both_cas.clone()).await, old_leaf);
+    let m = text(&s.get("/metrics").await.unwrap());
+    assert!(
+        metric(&m, "callbridge_tls_reload_failures_total") >= 1.0,
+        "{m}"
+    );
+
+    // The key follows: the next reload takes both.
+    replace(&key, &renewed.path().join("key.pem"));
+    let taken = s.admin("POST", "/api/reload", None).await;
+    assert_eq!(taken.status, 200, "{}", text(&taken));
+    let new_leaf = leaf_der(&renewed.path().join("cert.pem"));
+    assert_eq!(served_leaf(&s, both_cas).await, new_leaf);
+    s.stop().await;
+}
+
+/// `callbridge reload` as systemd's `ExecReload=` runs it: no flags, the
+/// service's environment (listen address, certificate, admin token).
+fn reload_command(s: &Server, cert: &Path) -> std::process::Command {
+    let mut c = common::process::clean_command();
+    c.arg("reload")
+        .env("CALLBRIDGE_LISTEN", s.addr.to_string())
+        .env("CALLBRIDGE_TLS_CERT", cert)
+        .env("CALLBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("CALLBRIDGE_DATA_DIR", &s.dir);
+    c
+}
+
+// Multi-threaded: the command runs blocking while the daemon answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_exits_1_when_the_daemon_refuses() {
+    let Setup {
+        s, live, renewed, ..
+    } = setup("0").await;
+    let cert = live.path().join("fullchain.pem");
+    let ok = reload_command(&s, &cert).output().unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{stdout}{:?}", ok.stderr);
+    assert!(
+        stdout.starts_with("reloaded: certificate valid until "),
+        "{stdout}"
+    );
+
+    replace(&cert, &renewed.path().join("cert.pem"));
+    // Reached at its listen address, the daemon still serves the old
+    // certificate; the command trusts the dev CA and the configured chain.
+    let refused = reload_command(&s, &cert).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reload refused: CALLBRIDGE_TLS_KEY"),
+        "{stderr}"
+    );
+
+    let no_token = reload_command(&s, &cert)
+        .env_remove("CALLBRIDGE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("CALLBRIDGE_ADMIN_TOKEN"));
+    s.stop().await;
+}

@@ -191,7 +191,7 @@ async fn create(app: &App, body: Bytes) -> Result<Response> {
     };
     apply(&mut e, b)?;
     bounded(app.config.store_timeout, app.store.put_endpoint(e.clone())).await?;
-    app.outbound.invalidate();
+    app.outbound_wake.notify_one();
     tracing::info!(endpoint = %e.id, events = ?e.events, "outbound endpoint created");
     let mut answer = public(&e);
     answer["secret"] = json!(e.secret);
@@ -226,7 +226,7 @@ async fn patch(app: &App, id: &str, body: Bytes) -> Result<Response> {
     let mut e = existing(app, id).await?;
     apply(&mut e, b)?;
     bounded(app.config.store_timeout, app.store.put_endpoint(e.clone())).await?;
-    app.outbound.invalidate();
+    app.outbound_wake.notify_one();
     tracing::info!(endpoint = %e.id, disabled = e.disabled, "outbound endpoint changed");
     Ok(json_reply(StatusCode::OK, &public(&e)))
 }
@@ -235,7 +235,7 @@ async fn delete(app: &App, id: &str) -> Result<Response> {
     if !bounded(app.config.store_timeout, app.store.delete_endpoint(id)).await? {
         return Err(ApiError::NotFound("endpoint"));
     }
-    app.outbound.invalidate();
+    app.outbound_wake.notify_one();
     tracing::info!(endpoint = %id, "outbound endpoint deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -3,7 +3,7 @@
 //! [`users`] (`PUT`/`GET`/`DELETE /api/users/{id}`,
 //! `POST /api/users/{id}/revoke`), [`broadcast`] (`POST /api/broadcast`),
 //! [`status`] (`GET /api/status`), [`endpoints`] (`/api/endpoints…`,
-//! outbound webhooks).
+//! outbound webhooks), [`reload`] (`POST /api/reload`, the certificate).
 //!
 //! The token is checked before anything else, so without it nothing about
 //! the API (not even which paths exist) is revealed; with no token
@@ -11,6 +11,7 @@
 
 mod broadcast;
 mod endpoints;
+mod reload;
 mod status;
 mod users;
 
@@ -43,6 +44,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .or(broadcast::post(app.clone()))
         .unify()
         .or(status::get(app.clone()))
+        .unify()
+        .or(reload::post(app.clone()))
         .unify()
         .or(endpoints::routes(app.clone()))
         .unify()
@@ -93,7 +96,7 @@ fn unmatched() -> impl Filter<Extract = (Response,), Error = std::convert::Infal
             let allowed: &[Method] = match parts.as_slice() {
                 ["status"] => &[Method::GET],
                 ["users", _] => &[Method::PUT, Method::GET, Method::DELETE],
-                ["users", _, "revoke"] | ["broadcast"] => &[Method::POST],
+                ["users", _, "revoke"] | ["broadcast"] | ["reload"] => &[Method::POST],
                 ["endpoints"] => &[Method::GET, Method::POST],
                 ["endpoints", _] => &[Method::GET, Method::PATCH, Method::DELETE],
                 ["endpoints", _, "secret" | "attempts"] => &[Method::GET],

@@ -69,8 +69,8 @@ async fn put_user(app: Arc<App>, id: &str, body: Bytes) -> Result<Response> {
     };
     let stored = bounded(t, app.store.upsert_user(user)).await?;
     if stored.disabled {
-        app.hub
-            .close_user(&stored.id, close::REVOKED, "user disabled");
+        // On every instance, as delete and revoke (contract §12).
+        apply_everywhere(&app, close_user(&stored.id, "user disabled")).await?;
     }
     tracing::info!(user = %stored.id, "user upserted");
     Ok(json_reply(StatusCode::OK, &stored))

@@ -6,14 +6,14 @@
 //! backlog stays in the store, not in memory.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::signature;
+use super::{http, signature};
 use crate::app::App;
 use crate::clock::{now_ms, now_secs};
 use crate::domain::{after_attempt, Attempt, Delivery, DeliveryStatus, Endpoint};
@@ -41,8 +41,48 @@ const DEPTH_EVERY: Duration = Duration::from_secs(10);
 const WARN_AFTER: u32 = 5;
 const WARN_EVERY: u32 = 50;
 
+/// What the dispatcher keeps for its attempts: the HTTP client and the
+/// failure counts behind the "keeps failing" warning.
+struct Sender {
+    /// Web PKI roots, rustls on aws-lc-rs.
+    tls: Arc<rustls::ClientConfig>,
+    /// Keep-alive connections to the endpoints.
+    pool: http::Pool,
+    /// Consecutive failures per endpoint.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Sender {
+    fn new() -> Self {
+        Sender {
+            tls: crate::tls::client_config(None).expect("the built-in roots load"),
+            pool: http::Pool::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Count an attempt's result; warn when an endpoint keeps failing.
+    fn note(&self, ep: &Endpoint, error: Option<&str>, attempts: u32) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            None => {
+                f.remove(&ep.id);
+            }
+            Some(e) => {
+                let n = f.entry(ep.id.clone()).or_default();
+                *n += 1;
+                if warn_at(*n) {
+                    tracing::warn!(endpoint = %ep.id, consecutive_failures = *n, attempts, error = %e,
+                        "outbound endpoint keeps failing");
+                }
+            }
+        }
+    }
+}
+
 /// Runs until shutdown.
 pub async fn run(app: Arc<App>) {
+    let sender = Arc::new(Sender::new());
     let mut slots: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut depth_at = Instant::now() - DEPTH_EVERY;
     let mut poll = tokio::time::interval(POLL);
@@ -51,9 +91,9 @@ pub async fn run(app: Arc<App>) {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
             _ = poll.tick() => {}
-            _ = app.outbound.wake.notified() => {}
+            _ = app.outbound_wake.notified() => {}
         }
-        if let Err(e) = round(&app, &mut slots).await {
+        if let Err(e) = round(&app, &sender, &mut slots).await {
             tracing::warn!(error = %e, "outbound deliveries not claimed; retrying");
         }
         if depth_at.elapsed() >= DEPTH_EVERY {
@@ -66,8 +106,12 @@ pub async fn run(app: Arc<App>) {
 }
 
 /// One pass over the enabled endpoints.
-async fn round(app: &Arc<App>, slots: &mut HashMap<String, Arc<Semaphore>>) -> StoreResult<()> {
-    let endpoints = app.outbound.endpoints(app).await?;
+async fn round(
+    app: &Arc<App>,
+    sender: &Arc<Sender>,
+    slots: &mut HashMap<String, Arc<Semaphore>>,
+) -> StoreResult<()> {
+    let endpoints = bounded(app.config.store_timeout, app.store.list_endpoints()).await?;
     slots.retain(|id, _| endpoints.iter().any(|e| &e.id == id));
     for ep in endpoints.iter().filter(|e| !e.disabled) {
         let sem = slots
@@ -83,8 +127,9 @@ async fn round(app: &Arc<App>, slots: &mut HashMap<String, Arc<Semaphore>>) -> S
             let Ok(permit) = sem.clone().try_acquire_owned() else {
                 break;
             };
+            let sender = sender.clone();
             app.tracker
-                .spawn(attempt(app.clone(), ep.clone(), d, permit));
+                .spawn(attempt(app.clone(), sender, ep.clone(), d, permit));
         }
     }
     Ok(())
@@ -92,22 +137,30 @@ async fn round(app: &Arc<App>, slots: &mut HashMap<String, Arc<Semaphore>>) -> S
 
 /// One attempt, its result recorded. If recording fails the lease runs out
 /// and the delivery is tried again (at least once).
-async fn attempt(app: Arc<App>, ep: Endpoint, d: Delivery, slot: OwnedSemaphorePermit) {
+async fn attempt(
+    app: Arc<App>,
+    sender: Arc<Sender>,
+    ep: Endpoint,
+    d: Delivery,
+    slot: OwnedSemaphorePermit,
+) {
     let span =
         tracing::info_span!("outbound", endpoint = %ep.id, id = %d.message_id, event = %d.event);
-    let recorded = attempt_and_record(&app, &ep, &d).instrument(span).await;
+    let recorded = attempt_and_record(&app, &sender, &ep, &d)
+        .instrument(span)
+        .await;
     // A slot is free again: look for more now, not at the next poll.
     drop(slot);
     if recorded {
-        app.outbound.wake.notify_one();
+        app.outbound_wake.notify_one();
     }
 }
 
 /// Send once and record the result; false when shutdown cut the attempt.
-async fn attempt_and_record(app: &Arc<App>, ep: &Endpoint, d: &Delivery) -> bool {
+async fn attempt_and_record(app: &Arc<App>, sender: &Sender, ep: &Endpoint, d: &Delivery) -> bool {
     let start = Instant::now();
     let outcome = tokio::select! {
-        r = tokio::time::timeout(ATTEMPT_TIMEOUT, send(app, ep, d)) => r,
+        r = tokio::time::timeout(ATTEMPT_TIMEOUT, send(sender, ep, d)) => r,
         // Shutting down: the lease runs out and another start sends it.
         _ = app.shutdown.cancelled() => return false,
     };
@@ -126,8 +179,7 @@ async fn attempt_and_record(app: &Arc<App>, ep: &Endpoint, d: &Delivery) -> bool
         DeliveryStatus::Failed => "failed",
     };
     app.metrics.outbound_attempt(&ep.id, outcome);
-    app.outbound
-        .note(ep, attempt.error.as_deref(), result.attempts);
+    sender.note(ep, attempt.error.as_deref(), result.attempts);
     let finish = app.store.finish_attempt(&d.id, result);
     if let Err(e) = bounded(app.config.store_timeout, finish).await {
         tracing::warn!(error = %e, "attempt not recorded; the delivery will be tried again");
@@ -135,7 +187,7 @@ async fn attempt_and_record(app: &Arc<App>, ep: &Endpoint, d: &Delivery) -> bool
     true
 }
 
-async fn send(app: &App, ep: &Endpoint, d: &Delivery) -> Result<u16, String> {
+async fn send(sender: &Sender, ep: &Endpoint, d: &Delivery) -> Result<u16, String> {
     let key = signature::secret_key(&ep.secret).map_err(|e| format!("endpoint secret: {e}"))?;
     let ts = now_secs();
     let sig = signature::sign(&key, &d.message_id, ts, d.body.as_bytes());
@@ -145,11 +197,11 @@ async fn send(app: &App, ep: &Endpoint, d: &Delivery) -> Result<u16, String> {
         ("webhook-signature", sig),
     ];
     let body = Bytes::copy_from_slice(d.body.as_bytes());
-    let tls = app.outbound.tls.clone();
-    app.outbound.pool.post(&ep.url, &headers, body, tls).await
+    let tls = sender.tls.clone();
+    sender.pool.post(&ep.url, &headers, body, tls).await
 }
 
 /// Whether this count of consecutive failures deserves a warning.
-pub(super) fn warn_at(failures: u32) -> bool {
+fn warn_at(failures: u32) -> bool {
     failures == WARN_AFTER || (failures > WARN_AFTER && (failures - WARN_AFTER) % WARN_EVERY == 0)
 }

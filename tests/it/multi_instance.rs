@@ -184,6 +184,29 @@ async fn admin_actions_through_a_reach_sockets_on_b() {
     b.stop().await;
 }
 
+/// Contract §12: disabling a user through A closes their sockets on B too,
+/// with 4003, as delete and revoke do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_through_a_closes_their_sockets_on_b() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut u1_on_b, _, _) = b.connect("u1").await;
+    let (mut u2_on_b, _, _) = b.connect("u2").await;
+    let r = a
+        .admin("PUT", "/api/users/u1", Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(r.status, 200);
+    let (code, reason) = expect_close(&mut u1_on_b).await;
+    assert_eq!((code, reason.as_str()), (4003, "user disabled"));
+    assert_alive(&mut u2_on_b).await;
+    // A new socket of the disabled user is refused on either instance.
+    let mut again = b.ws_raw(&format!("token={}", b.token("u1")), &[]).await;
+    assert_eq!(expect_close(&mut again).await.0, 1008);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_sent_through_a_reaches_a_client_on_b() {
     let Some((_dir, a, b)) = setup().await else {
@@ -310,5 +333,83 @@ async fn a_pending_outbound_delivery_survives_a_restart() {
         .json()["stats"]
         .clone();
     assert_eq!(stats["delivered"], 1, "{stats}");
+    b.stop().await;
+}
+
+/// Contract §12: an endpoint created through A gets every event stored
+/// after A answered, through either instance, at once (the issue measured
+/// 3 of 10 lost when B cached its endpoint list for 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_created_through_a_gets_what_b_stores_right_after() {
+    use crate::common::receiver::Receiver;
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    // B has read the (empty) endpoint list just before.
+    assert_eq!(b.post_webhook(&routed(1, "u1")).await.status, 200);
+    let backend = Receiver::start(&[]).await;
+    let r = a
+        .admin("POST", "/api/endpoints", Some(json!({"url": backend.url})))
+        .await;
+    assert_eq!(r.status, 201);
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        let ev = routed(200 + i, "u1");
+        assert_eq!(on.post_webhook(&ev).await.status, 200);
+        sent.push(ev["data"]["id"].as_str().unwrap().to_string());
+    }
+    let got = backend.wait_for(10, Duration::from_secs(20)).await;
+    let mut ids: Vec<String> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent, "every event stored after the create, once");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Contract §12: once A has answered a disable or a delete, nothing B
+/// stores afterwards is sent to that endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_disabled_or_deleted_through_a_gets_nothing_more_from_b() {
+    use crate::common::receiver::Receiver;
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let backend = Receiver::start(&[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = a
+            .admin("POST", "/api/endpoints", Some(json!({"url": backend.url})))
+            .await;
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    // Both instances have the two endpoints in use.
+    let first = routed(300, "u1");
+    assert_eq!(b.post_webhook(&first).await.status, 200);
+    backend.wait_for(2, Duration::from_secs(20)).await;
+    let patched = a
+        .admin(
+            "PATCH",
+            &format!("/api/endpoints/{}", ids[0]),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    let deleted = a
+        .admin("DELETE", &format!("/api/endpoints/{}", ids[1]), None)
+        .await;
+    assert_eq!(deleted.status, 204);
+    for i in 0..4 {
+        assert_eq!(b.post_webhook(&routed(301 + i, "u1")).await.status, 200);
+    }
+    // The dispatcher polls every 500 ms: give it several rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = backend.received();
+    assert_eq!(got.len(), 2, "only the event before the changes");
+    assert!(got
+        .iter()
+        .all(|r| r.header("webhook-id") == first["data"]["id"].as_str().unwrap()));
+    a.stop().await;
     b.stop().await;
 }
