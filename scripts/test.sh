@@ -2,7 +2,8 @@
 # The whole test suite: unit tests, the Store conformance suite on both
 # backends, and the integration tests (real server on port 0, real TLS, real
 # WebSocket and HTTPS clients) once on the embedded store and once on MongoDB;
-# then the client package (clients/js) and the deployment scripts.
+# then the README's commands, the client package (clients/js) and the
+# deployment scripts.
 #
 # MongoDB is SecantusDB (pinned, installed into .venv by scripts/secantus.sh),
 # started here on a free loopback port and stopped on exit.
@@ -45,11 +46,15 @@ CALLBRIDGE_TEST_STORE=mongodb cargo test --locked --no-fail-fast --all-targets "
 # 2. The integration tests again on the embedded store.
 echo "== cargo test --tests (integration tests on the embedded store)"
 CALLBRIDGE_TEST_STORE=memory cargo test --locked --no-fail-fast --tests "$@"
-# 3. The dialer client package and the /dev page (npm ci, unit tests,
+# 3. The README's set-up and tour commands, as written, on a copy of the
+#    tracked files (builds the release daemon scripts/test-js.sh reuses).
+echo "== scripts/test-readme.sh (the README's Set up and Quick tour, as written)"
+scripts/test-readme.sh
+# 4. The dialer client package and the /dev page (npm ci, unit tests,
 #    integration tests on the release daemon, Chromium): scripts/test-js.sh.
 echo "== scripts/test-js.sh (clients/js: unit, integration, /dev in Chromium)"
 scripts/test-js.sh
-# 4. Deployment: systemd unit, deploy.sh, certbot hook, renewal under a
+# 5. Deployment: systemd unit, deploy.sh, certbot hook, renewal under a
 #    running daemon (pebble on loopback). Needs root and apt (CI has both).
 echo "== scripts/test-deploy.sh (unit, deploy.sh, certbot hook, live renewal)"
 scripts/test-deploy.sh

@@ -24,5 +24,12 @@ const result = await build({
 const js = result.outputFiles[0].text.replaceAll('</script', '<\\/script');
 const template = fs.readFileSync(path.join(root, 'dev/page.html'), 'utf8');
 const html = template.replace('<!-- BUNDLE -->', () => `<script>${js.trimEnd()}</script>`);
-fs.writeFileSync(out, html);
-console.log(`wrote ${path.relative(process.cwd(), out)} (${html.length} bytes)`);
+// An unchanged page is not rewritten: a new mtime would make cargo rebuild
+// the daemon (it embeds the file) after every test run.
+const rel = path.relative(process.cwd(), out);
+if (fs.existsSync(out) && fs.readFileSync(out, 'utf8') === html) {
+  console.log(`${rel} is up to date (${html.length} bytes)`);
+} else {
+  fs.writeFileSync(out, html);
+  console.log(`wrote ${rel} (${html.length} bytes)`);
+}
