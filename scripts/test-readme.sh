@@ -127,7 +127,7 @@ start_daemon() { # README line
     (eval "exec ${texts[n]}") >"$out/daemon.out" 2>"$out/daemon.err" &
     daemon_pid=$!
     serve_line=$n
-    until grep -q '^  callbridge listen .* --token ' "$out/daemon.out"; do
+    until grep -q '^  [^ ]*callbridge listen .* --token ' "$out/daemon.out"; do
         if ! kill -0 "$daemon_pid" 2>/dev/null; then
             cat "$out/daemon.out" "$out/daemon.err" >&2
             fail "$(at "$n") exited before printing its dev banner (output above)"
@@ -137,7 +137,7 @@ start_daemon() { # README line
         sleep 1
         waited=$((waited + 1))
     done
-    token=$(sed -n 's/^  callbridge listen .* --token \([^ ]*\)$/\1/p' "$out/daemon.out")
+    token=$(sed -n 's/^  [^ ]*callbridge listen .* --token \([^ ]*\)$/\1/p' "$out/daemon.out")
     [ -n "$token" ] || fail "$(at "$n"): no token in the banner's listen line"
     local exe
     exe=$(readlink "/proc/$daemon_pid/exe" || true)
@@ -173,7 +173,7 @@ with_token() {
 # path and a leading `./` of a path (the banner prints ./callbridge-dev/…).
 check_like_banner() { # README line
     local n=$1 printed readme_args
-    printed=$(sed -n 's/^  callbridge listen /listen /p' "$out/daemon.out")
+    printed=$(sed -n 's/^  [^ ]*callbridge listen /listen /p' "$out/daemon.out")
     read -r -a readme_args <<<"$(with_token "$n")"
     readme_args=("${readme_args[@]:1}")
     local want i

@@ -91,14 +91,17 @@ fn print_dev_banner(config: &Config, files: &DevFiles, listener: &tokio::net::Tc
     println!("  demo user:   {} ({})", dev::DEMO_USER, dev::DEMO_PHONE);
     println!("open the web dialer:");
     println!("  https://{host}/dev");
+    // The program as it was started (`target/release/callbridge` under
+    // `cargo run`), so the lines below run when pasted.
+    let prog = std::env::args()
+        .next()
+        .filter(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+        .unwrap_or_else(|| "callbridge".into());
     println!("connect a dialer:");
     println!(
-        "  callbridge listen --url wss://{host}/ws --ca {} --token {token}",
+        "  {prog} listen --url wss://{host}/ws --ca {} --token {token}",
         files.ca.display()
     );
     println!("send a call:");
-    println!(
-        "  callbridge simulate call.initiated --to {}",
-        dev::DEMO_PHONE
-    );
+    println!("  {prog} simulate call.initiated --to {}", dev::DEMO_PHONE);
 }

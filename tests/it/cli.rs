@@ -58,7 +58,7 @@ fn dev_quick_tour_serve_simulate_listen() {
         .unwrap();
     let out = lines(serve.stdout.take().unwrap());
     let err = lines(serve.stderr.take().unwrap());
-    let listen_line = wait_line(&out, |l| l.trim_start().starts_with("callbridge listen "));
+    let listen_line = wait_line(&out, |l| l.contains("callbridge listen "));
     // The server logs that it listens once it accepts.
     wait_line(&err, |l| l.contains("listening"));
 
@@ -127,7 +127,7 @@ fn dev_quick_tour_serve_simulate_listen() {
         .spawn()
         .unwrap();
     let out2 = lines(again.stdout.take().unwrap());
-    wait_line(&out2, |l| l.trim_start().starts_with("callbridge listen "));
+    wait_line(&out2, |l| l.contains("callbridge listen "));
     assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
     signal(&again, "-TERM");
     assert_eq!(wait_exit(&mut again), 0);
