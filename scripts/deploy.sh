@@ -37,11 +37,10 @@ bin_path=/usr/local/bin/callbridge
 etc_dir=/etc/callbridge
 env_file=/etc/callbridge/callbridge.env
 unit_path=/etc/systemd/system/callbridge.service
-# systemd >= 253: Type=notify-reload (systemd sends SIGHUP and waits for the
-# daemon's RELOADING=1 ... READY=1).
+# Installed by earlier versions on systemd >= 253 (Type=notify-reload, under
+# which a refused certificate reload still reported success); removed.
 dropin_dir=/etc/systemd/system/callbridge.service.d
 dropin_path=$dropin_dir/notify-reload.conf
-notify_reload_min=253
 
 # Exit codes (also in --help).
 E_USAGE=2 E_PORT=3 E_CERTBOT=4 E_START=5 E_HEALTH=6
@@ -54,15 +53,17 @@ Installs callbridge as a systemd service with a Let's Encrypt certificate:
   1. builds the binary (cargo build --release) or takes --binary PATH
   2. creates the system user '$svc_user', $etc_dir and $env_file
      (from systemd/callbridge.env.example, mode 0600, never overwritten;
-     a random JWT secret and admin token are generated)
+     a random JWT secret and admin token are generated; an existing file
+     without CALLBRIDGE_ADMIN_TOKEN is kept, with a warning: reloads need it)
   3. obtains a certificate with certbot for DOMAIN (standalone HTTP-01 on
      port 80, or --webroot) and installs the renewal deploy hook, which copies
-     it to $tls_dir and reloads the service (SIGHUP) after every renewal
+     it to $tls_dir after every renewal and runs systemctl reload (the unit's
+     ExecReload=callbridge reload: fails when the daemon refuses the files)
   4. validates the configuration as the service user (callbridge check-config)
   5. installs the binary to $bin_path (the previous one is kept as
-     $bin_path.prev) and the unit to $unit_path; with systemd >= $notify_reload_min
-     also the drop-in $dropin_path
-     (Type=notify-reload), which is removed again on older systemd
+     $bin_path.prev) and the unit to $unit_path, and removes the
+     drop-in $dropin_path
+     that earlier versions installed (Type=notify-reload)
   6. enables and (re)starts the service, checks https://DOMAIN/health
 A failed step leaves nothing newly enabled: a fresh install is disabled
 again, an upgrade goes back to the previous binary.
@@ -281,6 +282,7 @@ setup_user_and_config() {
         if [ -n "$telnyx_key" ] || [ -n "$listen" ]; then
             warn "--telnyx-public-key and --listen only fill in a new env file: edit $env_file to change them"
         fi
+        check_admin_token
         return
     fi
     log "creating $env_file from systemd/callbridge.env.example (mode 0600)"
@@ -298,15 +300,24 @@ setup_user_and_config() {
     )
     [ -z "$telnyx_key" ] || fill[CALLBRIDGE_TELNYX_PUBLIC_KEY]="$telnyx_key"
     [ -z "$listen" ] || fill[CALLBRIDGE_LISTEN]="$listen"
+    local -A written=()
     tmp="$(mktemp "$etc_dir/.callbridge.env.XXXXXX")"
-    while IFS= read -r line || [ -n "$line" ]; do
-        key="${line%%=*}"
-        if [[ "$line" == CALLBRIDGE_*=* ]] && [ -n "${fill[$key]+set}" ]; then
-            printf '%s=%s\n' "$key" "${fill[$key]}"
-        else
-            printf '%s\n' "$line"
-        fi
-    done <"$template" >"$tmp"
+    {
+        while IFS= read -r line || [ -n "$line" ]; do
+            key="${line%%=*}"
+            if [[ "$line" == CALLBRIDGE_*=* ]] && [ -n "${fill[$key]+set}" ] && [ -z "${written[$key]+set}" ]; then
+                printf '%s=%s\n' "$key" "${fill[$key]}"
+                written[$key]=1
+            else
+                printf '%s\n' "$line"
+            fi
+        done <"$template"
+        # Whatever the template lacks (the admin token above all: the
+        # unit's ExecReload= needs it) is added at the end.
+        for key in "${!fill[@]}"; do
+            [ -n "${written[$key]+set}" ] || printf '%s=%s\n' "$key" "${fill[$key]}"
+        done
+    } >"$tmp"
     chmod 0600 "$tmp"
     chown root:root "$tmp"
     # ln (not mv): fails instead of replacing a file created meanwhile.
@@ -315,6 +326,18 @@ setup_user_and_config() {
         die "could not create $env_file"
     fi
     rm -f "$tmp"
+}
+
+# An env file kept from an earlier install may lack the admin token, which
+# `callbridge reload` (the unit's ExecReload=, run by the renewal hook)
+# needs. The file is the operator's: warn, never edit it.
+admin_token_missing=0
+check_admin_token() {
+    [ -r "$env_file" ] || return 0
+    read_env_file "$env_file"
+    if [ -n "$(env_value CALLBRIDGE_ADMIN_TOKEN || true)" ]; then return 0; fi
+    admin_token_missing=1
+    warn "$env_file has no CALLBRIDGE_ADMIN_TOKEN: the service runs, but \`systemctl reload $service\` (and so the reload after each certificate renewal) will fail, the running daemon keeping its certificate until it notices the new files itself or restarts. Add a line CALLBRIDGE_ADMIN_TOKEN=<openssl rand -hex 32> to $env_file and run this script again (it restarts the service when the file changed). The file is left as it is."
 }
 
 # ---------------------------------------------------------- certificate
@@ -453,13 +476,6 @@ rollback() {
     fi
 }
 
-# systemd's version number from `systemctl --version` (0 when unknown).
-systemd_version() {
-    local v
-    v="$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p')"
-    echo "${v:-0}"
-}
-
 restarted=0
 install_and_start() {
     local changed=0
@@ -486,7 +502,7 @@ install_and_start() {
         echo "    (set -a; . $env_file; set +a; exec setpriv --reuid=$svc_user --regid=$svc_user --init-groups -- $bin_path serve)"
         return
     fi
-    local unit_changed=0 version dropin="$repo/systemd/callbridge.service.d/notify-reload.conf"
+    local unit_changed=0
     if [ "$dry_run" = 0 ] && cmp -s "$repo/systemd/callbridge.service" "$unit_path" 2>/dev/null; then
         log "$unit_path is up to date"
     else
@@ -494,18 +510,11 @@ install_and_start() {
         run install -m 0644 -o root -g root "$repo/systemd/callbridge.service" "$unit_path"
         unit_changed=1
     fi
-    version="$(systemd_version)"
-    if [ "$version" -ge "$notify_reload_min" ]; then
-        if [ "$dry_run" = 0 ] && cmp -s "$dropin" "$dropin_path" 2>/dev/null; then
-            log "$dropin_path is up to date (systemd $version: Type=notify-reload)"
-        else
-            log "installing $dropin_path (systemd $version: Type=notify-reload)"
-            run install -d -m 0755 -o root -g root "$dropin_dir"
-            run install -m 0644 -o root -g root "$dropin" "$dropin_path"
-            unit_changed=1
-        fi
-    elif [ -e "$dropin_path" ]; then
-        log "removing $dropin_path (systemd $version has no Type=notify-reload; plain Type=notify)"
+    # Type=notify-reload (the drop-in of earlier versions) cannot report a
+    # refused reload: the unit's Type=notify with ExecReload=callbridge
+    # reload can. Other files in the directory are the operator's.
+    if [ -e "$dropin_path" ]; then
+        log "removing $dropin_path (left by an earlier version: under its Type=notify-reload a refused certificate reload still reported success)"
         run rm -f "$dropin_path"
         run rmdir --ignore-fail-on-non-empty "$dropin_dir"
         unit_changed=1
@@ -614,5 +623,9 @@ if [ "$dry_run" = 0 ]; then
     echo "    configuration:       $env_file"
     if [ "$use_systemd" = 1 ]; then
         echo "    logs:                journalctl -u $service -f"
+        echo "    certificate reload:  systemctl reload $service   (fails, naming the problem in the log, when the files are refused)"
+    fi
+    if [ "$admin_token_missing" = 1 ]; then
+        warn "$env_file still has no CALLBRIDGE_ADMIN_TOKEN: certificate reloads will fail (see above)"
     fi
 fi

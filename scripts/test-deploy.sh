@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Offline test of the deployment: the systemd unit, deploy.sh, the certbot
-# deploy hook and a certificate renewal under a running daemon.
+# deploy hook and certificate renewals (good and broken) under a running
+# daemon.
 #
 #  1. shellcheck on every script in scripts/
 #  2. systemd-analyze verify (clean) and security --offline=yes (exposure
-#     at most 1.4) on systemd/callbridge.service, alone and with the
-#     Type=notify-reload drop-in (callbridge.service.d/notify-reload.conf),
-#     the latter with systemd-analyze >= 253 (on Debian 12, bookworm-
-#     backports' one, unpacked in the temp dir); the env template names
+#     at most 1.4) on systemd/callbridge.service; the unit is Type=notify
+#     with ExecReload=/usr/local/bin/callbridge reload, and the repository
+#     has no Type=notify-reload drop-in any more; the env template names
 #     every variable of the README's configuration table
 #  3. deploy.sh: --help, --dry-run changes nothing, clear failures for not
 #     root, missing domain, busy HTTP-01 port and a failing certbot
@@ -15,21 +15,37 @@
 #     loopback; `deploy.sh --cert-only` against it with certbot's
 #     config/work/logs and the TLS directory in a temp dir; a second run
 #     changes nothing
-#  5. callbridge serve on the issued certificate (no MongoDB), a dialer
-#     (`callbridge listen`) connected over wss; `certbot renew
-#     --force-renewal` runs the installed hook, which copies the new
-#     certificate and sends SIGHUP: the daemon must serve the new serial
-#     while the dialer's WebSocket stays open
+#  5. callbridge serve on the issued certificate (no MongoDB, no polling of
+#     the files), a dialer (`callbridge listen`) connected over wss;
+#     `certbot renew --force-renewal` runs the installed hook with --pid
+#     and no admin token: it copies the new certificate and sends SIGHUP
+#     ("outcome not checked"); the daemon must serve the new serial while
+#     the dialer's WebSocket stays open. A second renewal with the admin
+#     token: the hook runs `callbridge reload` and reports the new
+#     notAfter. A broken renewal (an Ed448 key, which openssl accepts and
+#     callbridge does not) through the hook: the hook exits 1 with the
+#     daemon's reason, the previous serial is still served
 #  6. testssl.sh (Debian's package) against that daemon on loopback:
 #     protocols, cipher categories, server cipher order, forward secrecy and
 #     vulnerabilities (`--fast -p -s -P -f -U`); any HIGH or CRITICAL finding
 #     fails. Not -S: the certificate is pebble's test certificate, whose
 #     trust, lifetime and revocation findings say nothing about the daemon.
-#  7. the full deploy.sh (user, env file, binary, unit, the notify-reload
-#     drop-in on systemd >= 253 and not below, start, health, re-run,
-#     upgrade, rollback of a failed upgrade, failed check-config) in a
-#     private mount namespace over copies of /etc, /usr/local and /var/log,
-#     with a stand-in systemctl (systemd need not be PID 1)
+#  7. the full deploy.sh (user, env file with an admin token, binary, unit,
+#     start, health, renewal through systemctl reload, re-run, upgrade,
+#     rollback of a failed upgrade, removal of the notify-reload drop-in an
+#     earlier version installed, a kept env file without admin token warned
+#     about, failed check-config) in a private mount namespace over copies
+#     of /etc, /usr/local and /var/log, with a stand-in systemctl (systemd
+#     need not be PID 1) whose `reload` runs the unit's ExecReload= as the
+#     service user with its EnvironmentFile and fails when it fails, as
+#     systemd does for Type=notify. There, a broken renewal (a key that does
+#     not match the certificate in /etc/callbridge/tls): `systemctl reload
+#     callbridge` exits 1, the journal stand-in has the daemon's
+#     reload-refused reason, the previous serial is still served,
+#     callbridge_tls_reload_failures_total went up; the same through the
+#     certbot hook (exit 1, pointing to journalctl -u callbridge); then a
+#     proper renewal: `systemctl reload` exits 0 and the new serial is
+#     served by the same process
 #
 # Needs root (the hook sets owners) and apt for pebble, certbot, shellcheck
 # and testssl.sh when missing. Changes nothing outside a temp dir except those packages.
@@ -57,7 +73,6 @@ command -v curl >/dev/null || missing+=(curl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3)
 command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
-[ -x /bin/kill ] || missing+=(procps)   # the unit's ExecReload=/bin/kill
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (apt)"
     apt-get update -qq
@@ -115,84 +130,35 @@ ok "shellcheck $(echo scripts/*.sh)"
 # ------------------------------------------------------------- systemd unit
 step "systemd unit"
 unit="$repo/systemd/callbridge.service"
-dropin="$repo/systemd/callbridge.service.d/notify-reload.conf"
-systemd_version="$(systemd-analyze --version | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p')"
-# Two variants, each in its own directory (systemd reads NAME.service.d/
-# next to the file): the unit alone (Type=notify, systemd < 253) and with
-# the drop-in (Type=notify-reload, systemd >= 253). verify checks that
-# ExecStart= exists: point it at the binary under test.
-mkdir -p "$tmp/unit/notify" "$tmp/unit/notify-reload/callbridge.service.d"
-for variant in notify notify-reload; do
-    sed "s#/usr/local/bin/callbridge#$bin#g" "$unit" >"$tmp/unit/$variant/callbridge.service"
-done
-cp "$dropin" "$tmp/unit/notify-reload/callbridge.service.d/"
-out="$(systemd-analyze verify "$tmp/unit/notify/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify"; }
+# verify checks that the Exec*= binaries exist: point them at the binary
+# under test.
+mkdir -p "$tmp/unit"
+sed "s#/usr/local/bin/callbridge#$bin#g" "$unit" >"$tmp/unit/callbridge.service"
+out="$(systemd-analyze verify "$tmp/unit/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify"; }
 [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify is not clean"; }
 ok "systemd-analyze verify callbridge.service: clean"
-# The notify-reload variant needs systemd-analyze >= 253. Debian 12 has 252:
-# then bookworm-backports' systemd-analyze, downloaded and unpacked in $tmp
-# (nothing installed, the host's apt configuration untouched).
-backports_systemd_analyze() { # prints a command running it, or fails
-    local d="$tmp/bpo" apt_opts
-    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/root"
-    echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$d/sources.list"
-    apt_opts=(-qq -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root)
-    apt-get "${apt_opts[@]}" update >/dev/null 2>&1 || return 1
-    (cd "$d" && apt-get "${apt_opts[@]}" download systemd/bookworm-backports libsystemd-shared/bookworm-backports) >/dev/null 2>&1 || return 1
-    local deb
-    for deb in "$d"/*.deb; do dpkg-deb -x "$deb" "$d/root" || return 1; done
-    [ -x "$d/root/usr/bin/systemd-analyze" ] || return 1
-    printf '#!/bin/bash\nexport LD_LIBRARY_PATH=%q\nexec %q "$@"\n' "$d/root/usr/lib/x86_64-linux-gnu/systemd" "$d/root/usr/bin/systemd-analyze" >"$d/systemd-analyze"
-    chmod 0755 "$d/systemd-analyze"
-    "$d/systemd-analyze" --version >/dev/null 2>&1 || return 1
-    echo "$d/systemd-analyze"
-}
-analyze_new=""
-if [ "$systemd_version" -ge 253 ]; then
-    analyze_new=systemd-analyze
-elif grep -qx 'VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null && [ "$(dpkg --print-architecture)" = amd64 ]; then
-    analyze_new="$(backports_systemd_analyze)" || analyze_new=""
-fi
-if [ -n "$analyze_new" ]; then
-    out="$("$analyze_new" verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
-    [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
-    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean ($("$analyze_new" --version | head -n1))"
-else
-    # Only this systemd, which predates the type: the one complaint allowed
-    # is that it does not know it (deploy.sh installs the drop-in only on
-    # >= 253).
-    out="$(systemd-analyze verify "$tmp/unit/notify-reload/callbridge.service" 2>&1)" || { echo "$out" >&2; fail "systemd-analyze verify (notify-reload)"; }
-    rest="$(grep -v 'notify-reload.conf:[0-9]*: Failed to parse service type, ignoring: notify-reload$' <<<"$out" || true)"
-    [ -z "$rest" ] || { echo "$out" >&2; fail "systemd-analyze verify with the notify-reload drop-in is not clean"; }
-    ok "systemd-analyze verify callbridge.service + notify-reload.conf: clean but for Type=notify-reload, unknown to systemd $systemd_version (no systemd-analyze >= 253 at hand)"
-fi
 
 limit=1.4
-for variant in notify notify-reload; do
-    analyze=systemd-analyze
-    [ "$variant" = notify ] || analyze="${analyze_new:-systemd-analyze}"
-    out="$("$analyze" security --offline=yes "$tmp/unit/$variant/callbridge.service" 2>&1)" || true
-    exposure="$(sed -n 's/.*Overall exposure level for callbridge.service: \([0-9.]*\).*/\1/p' <<<"$out")"
-    [ -n "$exposure" ] || { echo "$out" >&2; fail "no exposure level in systemd-analyze security output ($variant)"; }
-    awk -v e="$exposure" -v l="$limit" 'BEGIN { exit !(e <= l) }' \
-        || { echo "$out" >&2; fail "exposure $exposure ($variant) is above $limit"; }
-    ok "systemd-analyze security --offline=yes, Type=$variant: exposure $exposure (limit $limit; $("$analyze" --version | head -n1))"
-done
+out="$(systemd-analyze security --offline=yes "$tmp/unit/callbridge.service" 2>&1)" || true
+exposure="$(sed -n 's/.*Overall exposure level for callbridge.service: \([0-9.]*\).*/\1/p' <<<"$out")"
+[ -n "$exposure" ] || { echo "$out" >&2; fail "no exposure level in systemd-analyze security output"; }
+awk -v e="$exposure" -v l="$limit" 'BEGIN { exit !(e <= l) }' \
+    || { echo "$out" >&2; fail "exposure $exposure is above $limit"; }
+ok "systemd-analyze security --offline=yes: exposure $exposure (limit $limit; $(systemd-analyze --version | head -n1))"
 grep -qx 'ProcSubset=pid' "$unit" || fail "unit lacks ProcSubset=pid"
-grep -qx 'Type=notify-reload' "$dropin" || fail "drop-in lacks Type=notify-reload"
-grep -qx 'ExecReload=' "$dropin" || fail "drop-in does not clear ExecReload= (systemd sends SIGHUP itself)"
-if grep -q '^ReloadSignal=' "$dropin" && ! grep -qx 'ReloadSignal=SIGHUP' "$dropin"; then
-    fail "drop-in: the daemon reloads on SIGHUP only"
-fi
 grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE' "$unit" || fail "unit lacks AmbientCapabilities=CAP_NET_BIND_SERVICE"
 grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE' "$unit" || fail "unit's bounding set is not CAP_NET_BIND_SERVICE alone"
-# shellcheck disable=SC2016 # $MAINPID is literal unit text
-for line in Type=notify 'ExecReload=/bin/kill -HUP $MAINPID' Restart=on-failure \
+for line in Type=notify 'ExecReload=/usr/local/bin/callbridge reload' Restart=on-failure \
     EnvironmentFile=/etc/callbridge/callbridge.env User=callbridge; do
     grep -qxF "$line" "$unit" || fail "unit lacks $line"
 done
-ok "unit: Type=notify, SIGHUP reload, Restart=on-failure, EnvironmentFile, user callbridge"
+[ "$(grep -c '^ExecReload=' "$unit")" = 1 ] || fail "unit has more than one ExecReload="
+# Type=notify-reload: systemd would send SIGHUP itself and take READY=1 as
+# success, refused certificate or not.
+if grep -q '^Type=notify-reload' "$unit" || [ -e "$repo/systemd/callbridge.service.d" ]; then
+    fail "Type=notify-reload (in the unit or a drop-in in systemd/callbridge.service.d) would make a refused reload look successful"
+fi
+ok "unit: Type=notify, ExecReload=callbridge reload (no notify-reload drop-in), Restart=on-failure, EnvironmentFile, user callbridge"
 
 # Every variable of the README's configuration table is in the env template.
 vars="$(sed -n '/^## Configuration/,/^## /p' README.md | grep '^|' | grep -oE '\bCALLBRIDGE_[A-Z_]*[A-Z]\b|\bRUST_LOG\b' | sort -u)"
@@ -380,10 +346,14 @@ ok "dialer connected (pid $listen_pid)"
 
 # ----------------------------------------------------------------- renewal
 step "certbot renew --force-renewal with the installed deploy hook"
-out="$(CALLBRIDGE_RELOAD_PID="$serve_pid" REQUESTS_CA_BUNDLE="$pebble_ca" certbot renew --force-renewal --http-01-port "$(free_port)" \
-    --no-random-sleep-on-renew --non-interactive --config-dir "$d/certbot/config" \
-    --work-dir "$d/certbot/work" --logs-dir "$d/certbot/logs" 2>&1)" || { echo "$out" >&2; fail "certbot renew"; }
-grep -q "sent SIGHUP to PID $serve_pid" <<<"$out" || { echo "$out" >&2; fail "the deploy hook did not signal the daemon"; }
+renew() { # certbot renew --force-renewal of the test lineage, ENV... before it
+    env "$@" REQUESTS_CA_BUNDLE="$pebble_ca" certbot renew --force-renewal --http-01-port "$(free_port)" \
+        --no-random-sleep-on-renew --non-interactive --config-dir "$d/certbot/config" \
+        --work-dir "$d/certbot/work" --logs-dir "$d/certbot/logs" 2>&1
+}
+# --pid without the admin token: SIGHUP, which reports nothing.
+out="$(renew -u CALLBRIDGE_ADMIN_TOKEN CALLBRIDGE_RELOAD_PID="$serve_pid")" || { echo "$out" >&2; fail "certbot renew"; }
+grep -q "sent SIGHUP to PID $serve_pid; outcome not checked" <<<"$out" || { echo "$out" >&2; fail "the deploy hook did not signal the daemon (or did not say the outcome is unchecked)"; }
 serial2="$(serial_of "$tls/fullchain.pem")"
 [ "$serial2" != "$serial1" ] || fail "renewal did not change the certificate in $tls"
 [ "$(stat -c '%a %U:%G' "$tls/privkey.pem")" = "640 root:root" ] || fail "renewed privkey.pem owner/mode"
@@ -407,6 +377,46 @@ until_ok 10 grep -q '"event":"after-renewal"' "$tmp/listen.out" \
 [ "$(grep -c '"event":"connected"' "$tmp/listen.out")" = 1 ] || fail "the dialer reconnected"
 curl_cb "$base/health" >/dev/null || fail "/health over the new certificate"
 ok "the dialer's WebSocket stayed open and still receives; new connections get $serial2"
+
+# With the admin token (here in the environment, as the daemon's): the
+# hook asks the daemon with `callbridge reload` and reports its answer.
+out="$(renew CALLBRIDGE_RELOAD_PID="$serve_pid" CALLBRIDGE_RELOAD_BIN="$bin")" || { echo "$out" >&2; fail "certbot renew (callbridge reload)"; }
+grep -q 'callbridge reload: certificate valid until ' <<<"$out" || { echo "$out" >&2; fail "the deploy hook did not run callbridge reload"; }
+if grep -q 'sent SIGHUP' <<<"$out"; then echo "$out" >&2; fail "the hook sent SIGHUP although it had the admin token"; fi
+serial3="$(serial_of "$tls/fullchain.pem")"
+[ "$serial3" != "$serial2" ] || fail "second renewal did not change the certificate"
+# No waiting: the reload was done when the hook returned.
+[ "$(served_serial)" = "$serial3" ] || fail "the daemon serves $(served_serial) right after callbridge reload, not $serial3"
+kill -0 "$listen_pid" 2>/dev/null || fail "the dialer's connection ended during the second renewal"
+ok "renewal with the admin token: the hook ran callbridge reload (checked), $serial3 served at once"
+
+# A broken renewal the hook's own check lets through: an Ed448 key and
+# certificate (openssl: the key matches; callbridge: unsupported). The
+# hook must fail with the daemon's reason; the old certificate stays.
+failures_metric() { curl_cb "$base/metrics" | sed -n 's/^callbridge_tls_reload_failures_total \([0-9.]*\)$/\1/p'; }
+failures_before="$(failures_metric)"
+bad="$tmp/ed448/live/$domain"
+mkdir -p "$bad"
+openssl genpkey -algorithm ed448 -out "$bad/privkey.pem" 2>/dev/null
+openssl req -x509 -key "$bad/privkey.pem" -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
+    -days 2 -out "$bad/leaf.pem" 2>/dev/null
+# Leaf, then pebble's intermediate as in a real chain.
+{ cat "$bad/leaf.pem"; awk '/BEGIN CERTIFICATE/ { n++ } n > 1' "$tls/fullchain.pem"; } >"$bad/fullchain.pem"
+rc=0
+out="$(RENEWED_LINEAGE="$bad" CALLBRIDGE_RELOAD_PID="$serve_pid" CALLBRIDGE_RELOAD_BIN="$bin" \
+    "$d/certbot/config/renewal-hooks/deploy/callbridge" 2>&1)" || rc=$?
+if [ "$rc" != 1 ] || ! grep -q 'reload refused: CALLBRIDGE_TLS_KEY' <<<"$out" || ! grep -q 'callbridge reload failed' <<<"$out"; then
+    echo "$out" >&2; fail "broken renewal through the hook: expected exit 1 with the daemon's reason (got $rc)"
+fi
+[ "$(served_serial)" = "$serial3" ] || fail "after a refused reload the daemon serves $(served_serial), not the previous $serial3"
+awk -v a="$(failures_metric)" -v b="${failures_before:-0}" 'BEGIN { exit !(a > b) }' \
+    || fail "callbridge_tls_reload_failures_total did not go up ($failures_before -> $(failures_metric))"
+grep -q 'new TLS certificate refused' "$tmp/serve.log" || fail "the daemon did not log the refused certificate"
+kill -0 "$serve_pid" 2>/dev/null || fail "the daemon exited on a broken renewal"
+# Put the good files back for what follows.
+cp "$d/certbot/config/live/$domain/fullchain.pem" "$tls/fullchain.pem"
+cp "$d/certbot/config/live/$domain/privkey.pem" "$tls/privkey.pem"
+ok "broken renewal through the hook: exit 1 with the daemon's reason, $serial3 still served, failure counted"
 
 # ----------------------------------------------------------------- testssl
 # The TLS configuration as a scanner sees it, on loopback only (an IP, no
@@ -440,13 +450,17 @@ ok "testssl.sh --fast -p -s -P -f -U: no HIGH or CRITICAL finding, server cipher
 # over copies of those directories, so the host is untouched, with a stand-in
 # for systemctl (systemd is not PID 1 here) that starts the unit's command
 # as its user with its EnvironmentFile and, like Type=notify, returns from
-# start/restart only once the daemon is up (or failed).
+# start/restart only once the daemon is up (or failed); `reload` runs the
+# unit's ExecReload= command line the same way and, like systemd, fails
+# when that command fails (its output goes to the journal, not to
+# systemctl's caller). A stand-in journalctl shows that journal.
 write_fake_systemctl() {
     cat >"$1" <<'EOF'
 #!/bin/bash
 # Stand-in for systemctl, for scripts/test-deploy.sh only: one unit, callbridge.
 set -euo pipefail
 state=/run/systemd/fake
+unit=/etc/systemd/system/callbridge.service
 mkdir -p "$state"
 args=() now=0
 for a in "$@"; do
@@ -462,15 +476,24 @@ stop() {
     fi
     rm -f "$state/pid"
 }
+setting() { sed -n "s/^$1=//p" "$unit" | tail -n1; }
+# exec_as_service CMDLINE: becomes CMDLINE run as the unit's user with its
+# EnvironmentFile (only that: nothing inherited from the caller). Called
+# in a subshell, whose output goes to the journal.
+exec_as_service() {
+    local user env_file v
+    user="$(setting User)" env_file="$(setting EnvironmentFile)"
+    for v in $(compgen -e); do
+        case "$v" in CALLBRIDGE_*|RUST_LOG) unset "$v" ;; esac
+    done
+    set -a; . "$env_file"; set +a; export NO_COLOR=1
+    # shellcheck disable=SC2086 # the command line is split into words, as systemd does
+    exec setpriv --reuid="$user" --regid="$user" --init-groups -- $1
+}
 start() {
-    local unit=/etc/systemd/system/callbridge.service exec_start user port p
+    local port p
     [ -r "$unit" ] || { echo "Unit callbridge.service not found." >&2; return 5; }
-    exec_start="$(sed -n 's/^ExecStart=//p' "$unit")"
-    user="$(sed -n 's/^User=//p' "$unit")"
-    # shellcheck disable=SC2086 # ExecStart= is split into words, as systemd does
-    (set -a; . /etc/callbridge/callbridge.env; set +a; export NO_COLOR=1
-     exec setpriv --reuid="$user" --regid="$user" --init-groups -- $exec_start) \
-        </dev/null >>"$state/log" 2>&1 &
+    (exec_as_service "$(setting ExecStart)") </dev/null >>"$state/log" 2>&1 &
     p=$!
     echo "$p" >"$state/pid"
     port="$(sed -n 's/^CALLBRIDGE_LISTEN=.*:\([0-9]*\)$/\1/p' /etc/callbridge/callbridge.env)"
@@ -485,6 +508,18 @@ start() {
     stop
     return 1
 }
+# Type=notify with ExecReload=: the reload job fails when the command does.
+reload() {
+    local p cmd
+    p="$(pid)" || { echo "callbridge.service is not active, cannot reload." >&2; return 1; }
+    cmd="$(setting ExecReload)"
+    [ -n "$cmd" ] || { echo "Failed to reload callbridge.service: Job type reload is not applicable for unit callbridge.service." >&2; return 1; }
+    if ! (exec_as_service "${cmd//\$MAINPID/$p}") </dev/null >>"$state/log" 2>&1; then
+        echo "Job for callbridge.service failed because the control process exited with error code." >&2
+        echo "See \"systemctl status callbridge.service\" and \"journalctl -xeu callbridge.service\" for details." >&2
+        return 1
+    fi
+}
 echo "$*" >>"$state/calls"
 case "${1:-}" in
     daemon-reload) ;;
@@ -495,13 +530,23 @@ case "${1:-}" in
     start) pid >/dev/null || start ;;
     restart) stop; start ;;
     stop) stop ;;
-    reload) kill -HUP "$(pid)" ;;
+    reload) reload ;;
     show) cat "$state/since" 2>/dev/null || echo n/a ;;
-    --version) echo "systemd $(cat "$state/version" 2>/dev/null || echo 252) (stand-in)" ;;
+    --version) echo "systemd 257 (stand-in)" ;;
     *) echo "fake systemctl: unsupported: $*" >&2; exit 1 ;;
 esac
 EOF
     chmod 0755 "$1"
+    # journalctl -u callbridge [-n N] [...]: the tail of the stand-in's log.
+    cat >"${1%/*}/journalctl" <<'EOF'
+#!/bin/bash
+n=10
+while [ $# -gt 0 ]; do
+    case "$1" in -n) n="$2"; shift 2 ;; *) shift ;; esac
+done
+tail -n "$n" /run/systemd/fake/log 2>/dev/null
+EOF
+    chmod 0755 "${1%/*}/journalctl"
 }
 
 full_install() {
@@ -548,22 +593,23 @@ EOF
 exec /usr/local/lib/callbridge-test/callbridge "$@"
 EOF
     chmod 0755 "$tmp/callbridge-v2" "$tmp/callbridge-bad"
-    # systemd 257 (>= 253): the notify-reload drop-in goes in.
     mkdir -p "$state"
-    echo 257 >"$state/version"
+    # What earlier versions installed on systemd >= 253 (Type=notify-reload,
+    # under which a refused reload still reported success).
     local dropin=/etc/systemd/system/callbridge.service.d/notify-reload.conf
 
-    # --dry-run with systemd: the plan names the unit and the drop-in, and
+    # --dry-run with systemd: the plan names the unit and no drop-in, and
     # nothing is written.
     out="$(deploy_full "$bin" --dry-run)" || { echo "$out" >&2; fail "deploy.sh --dry-run (fake systemd)"; }
-    grep -q 'install .*notify-reload.conf' <<<"$out" || { echo "$out" >&2; fail "--dry-run does not plan the notify-reload drop-in on systemd 257"; }
-    if [ -e /etc/systemd/system/callbridge.service ] || [ -e "$dropin" ] || [ -e /usr/local/bin/callbridge ]; then
+    grep -q 'install .*systemd/callbridge.service /etc/systemd/system/callbridge.service' <<<"$out" || { echo "$out" >&2; fail "--dry-run does not plan the unit"; }
+    if grep -q 'notify-reload' <<<"$out"; then echo "$out" >&2; fail "--dry-run plans a notify-reload drop-in"; fi
+    if [ -e /etc/systemd/system/callbridge.service ] || [ -e "${dropin%/*}" ] || [ -e /usr/local/bin/callbridge ]; then
         fail "--dry-run (fake systemd) installed something"
     fi
     if grep -qvxE -- '--version|is-(enabled|active) callbridge' "$state/calls"; then
         fail "--dry-run (fake systemd) ran: $(grep -vxE -- '--version|is-(enabled|active) callbridge' "$state/calls")"
     fi
-    ok "--dry-run on systemd 257 plans the unit and the notify-reload drop-in, changes nothing"
+    ok "--dry-run with systemd plans the unit (no drop-in), changes nothing"
 
     # A fresh install whose daemon does not start is left disabled and stopped.
     rc=0; out="$(deploy_full "$tmp/callbridge-bad")" || rc=$?
@@ -577,6 +623,8 @@ EOF
     out="$(deploy_full "$bin")" || { echo "$out" >&2; fail "deploy.sh (fake systemd)"; }
     grep -q "Telnyx webhook URL:  https://$domain:$port/webhooks/telnyx" <<<"$out" || { echo "$out" >&2; fail "no webhook URL printed"; }
     grep -q "healthy" <<<"$out" || { echo "$out" >&2; fail "no health check"; }
+    grep -q "certificate reload:  systemctl reload callbridge" <<<"$out" || { echo "$out" >&2; fail "no word on systemctl reload"; }
+    if grep -q 'CALLBRIDGE_ADMIN_TOKEN' <<<"$out"; then echo "$out" >&2; fail "a fresh install warned about the admin token"; fi
     [ -e "$state/enabled" ] || fail "service not enabled"
     pid1="$(cat "$state/pid")"
     getent passwd callbridge | grep -q ':/nonexistent:/usr/sbin/nologin$' || fail "no system user callbridge"
@@ -587,27 +635,90 @@ EOF
     [ "$(stat -c '%a' /usr/local/bin/callbridge)" = 755 ] || fail "binary mode"
     cmp -s /usr/local/bin/callbridge "$bin" || fail "binary not installed"
     cmp -s /etc/systemd/system/callbridge.service "$repo/systemd/callbridge.service" || fail "unit not installed"
-    cmp -s "$dropin" "$repo/systemd/callbridge.service.d/notify-reload.conf" || fail "systemd 257: notify-reload drop-in not installed"
+    [ ! -e "${dropin%/*}" ] || fail "a drop-in directory ${dropin%/*} was installed"
     grep -qx "CALLBRIDGE_TELNYX_PUBLIC_KEY=$telnyx_key" /etc/callbridge/callbridge.env || fail "Telnyx key not in the env file"
     grep -qE '^CALLBRIDGE_JWT_SECRET=[0-9a-f]{64}$' /etc/callbridge/callbridge.env || fail "no generated JWT secret"
     grep -qE '^CALLBRIDGE_ADMIN_TOKEN=[0-9a-f]{64}$' /etc/callbridge/callbridge.env || fail "no generated admin token"
+    [ "$(grep -c '^CALLBRIDGE_ADMIN_TOKEN=' /etc/callbridge/callbridge.env)" = 1 ] || fail "admin token set more than once"
     grep -qx 'CALLBRIDGE_TLS_KEY=/etc/callbridge/tls/privkey.pem' /etc/callbridge/callbridge.env || fail "TLS key path"
     [ -x /usr/local/lib/callbridge/certbot-deploy-hook.sh ] || fail "hook not in /usr/local/lib/callbridge"
-    ok "install: user callbridge, /etc/callbridge (env 0600, key 0640 root:callbridge), binary, unit + notify-reload drop-in (systemd 257), enabled, running as callbridge, healthy"
+    ok "install: user callbridge, /etc/callbridge (env 0600 with an admin token, key 0640 root:callbridge), binary, unit (no drop-in), enabled, running as callbridge, healthy"
 
-    # A renewal: the installed hook reloads through systemctl; same process,
-    # new certificate.
+    # A renewal: the installed hook reloads through systemctl, which runs
+    # ExecReload= (callbridge reload); same process, new certificate.
     local c="$tmp/full/certbot" serial
-    out="$(REQUESTS_CA_BUNDLE="$pebble_ca" certbot renew --force-renewal --no-random-sleep-on-renew --http-01-port "$(free_port)" \
-        --non-interactive --config-dir "$c/config" --work-dir "$c/work" --logs-dir "$c/logs" 2>&1)" \
-        || { echo "$out" >&2; fail "certbot renew (fake systemd)"; }
+    renew_full() {
+        REQUESTS_CA_BUNDLE="$pebble_ca" certbot renew --force-renewal --no-random-sleep-on-renew --http-01-port "$(free_port)" \
+            --non-interactive --config-dir "$c/config" --work-dir "$c/work" --logs-dir "$c/logs" 2>&1
+    }
+    served_full() {
+        openssl s_client -connect "127.0.0.1:$port" -servername "$domain" </dev/null 2>/dev/null \
+            | openssl x509 -noout -serial | cut -d= -f2
+    }
+    failures_full() {
+        curl -fsk --max-time 5 "https://127.0.0.1:$port/metrics" \
+            | sed -n 's/^callbridge_tls_reload_failures_total \([0-9.]*\)$/\1/p'
+    }
+    out="$(renew_full)" || { echo "$out" >&2; fail "certbot renew (fake systemd)"; }
     grep -q 'reloaded callbridge' <<<"$out" || { echo "$out" >&2; fail "hook did not reload through systemctl"; }
     grep -qx 'reload callbridge' "$state/calls" || fail "systemctl reload callbridge was not called"
+    grep -q '^reloaded: certificate valid until ' "$state/log" || { tail -n 20 "$state/log" >&2; fail "ExecReload= (callbridge reload) did not report the reload"; }
     serial="$(openssl x509 -noout -serial -in /etc/callbridge/tls/fullchain.pem | cut -d= -f2)"
-    until_ok 10 bash -c "openssl s_client -connect 127.0.0.1:$port -servername $domain </dev/null 2>/dev/null | openssl x509 -noout -serial | grep -qx serial=$serial" \
-        || fail "the installed daemon does not serve the renewed certificate $serial"
+    [ "$(served_full)" = "$serial" ] || fail "right after systemctl reload, the installed daemon serves $(served_full), not the renewed $serial"
     if [ "$(cat "$state/pid")" != "$pid1" ] || ! kill -0 "$pid1"; then fail "the daemon did not survive systemctl reload"; fi
-    ok "renewal: hook ran systemctl reload callbridge; same process serves $serial"
+    ok "renewal: hook ran systemctl reload callbridge (ExecReload=callbridge reload); same process serves $serial"
+
+    # A broken renewal: a key that does not match the certificate.
+    # `systemctl reload` fails, the journal has the daemon's reason, the
+    # previous certificate is still served, the failure is counted.
+    local failures0 lines wrong=/etc/callbridge/tls/.privkey.wrong journal
+    failures0="$(failures_full)"
+    lines="$(wc -l <"$state/log")"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/full-wrong-key.pem" 2>/dev/null
+    install -m 0640 -o root -g callbridge "$tmp/full-wrong-key.pem" "$wrong"
+    mv -f "$wrong" /etc/callbridge/tls/privkey.pem
+    rc=0; out="$(systemctl reload callbridge 2>&1)" || rc=$?
+    if [ "$rc" = 0 ] || ! grep -q 'Job for callbridge.service failed' <<<"$out"; then
+        echo "$out" >&2; fail "broken key: systemctl reload callbridge exited $rc"
+    fi
+    journal="$(tail -n "+$((lines + 1))" "$state/log")"
+    grep -q 'error: reload refused: CALLBRIDGE_TLS_KEY: /etc/callbridge/tls/privkey.pem does not match' <<<"$journal" \
+        || { echo "$journal" >&2; fail "broken key: the journal lacks callbridge reload's reload-refused reason"; }
+    grep -q 'new TLS certificate refused' <<<"$journal" || { echo "$journal" >&2; fail "broken key: the daemon did not log the refusal"; }
+    [ "$(served_full)" = "$serial" ] || fail "broken key: the daemon serves $(served_full), not the previous $serial"
+    if [ "$(cat "$state/pid")" != "$pid1" ] || ! kill -0 "$pid1"; then fail "the daemon did not survive a refused reload"; fi
+    awk -v a="$(failures_full)" -v b="${failures0:-0}" 'BEGIN { exit !(a > b) }' \
+        || fail "callbridge_tls_reload_failures_total did not go up ($failures0 -> $(failures_full))"
+    ok "broken key: systemctl reload exit $rc, the journal names the mismatch, $serial still served, failures $failures0 -> $(failures_full)"
+
+    # The same through the certbot hook: a renewal openssl accepts (an
+    # Ed448 key matching its certificate) and callbridge does not. The hook
+    # must fail (certbot then reports it), pointing to the journal.
+    local bad="$tmp/full-ed448/live/$domain"
+    mkdir -p "$bad"
+    openssl genpkey -algorithm ed448 -out "$bad/privkey.pem" 2>/dev/null
+    openssl req -x509 -key "$bad/privkey.pem" -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
+        -days 2 -out "$bad/leaf.pem" 2>/dev/null
+    { cat "$bad/leaf.pem"; awk '/BEGIN CERTIFICATE/ { n++ } n > 1' /etc/callbridge/tls/fullchain.pem; } >"$bad/fullchain.pem"
+    rc=0; out="$(RENEWED_LINEAGE="$bad" "$c/config/renewal-hooks/deploy/callbridge" 2>&1)" || rc=$?
+    if [ "$rc" = 0 ] || ! grep -q 'systemctl reload callbridge failed' <<<"$out" \
+        || ! grep -q 'journalctl -u callbridge' <<<"$out" || ! grep -q 'reload refused' <<<"$out"; then
+        echo "$out" >&2; fail "broken renewal through the hook: expected a failure naming the reason and journalctl -u callbridge (got exit $rc)"
+    fi
+    [ "$(served_full)" = "$serial" ] || fail "broken renewal (hook): the daemon serves $(served_full), not the previous $serial"
+    ok "broken renewal through the certbot hook: exit $rc, reason shown, journalctl -u callbridge named, $serial still served"
+
+    # Renewed properly: systemctl reload succeeds, the new serial is served
+    # by the same process.
+    local serial_new
+    out="$(renew_full)" || { echo "$out" >&2; fail "certbot renew after the broken renewals"; }
+    grep -q 'reloaded callbridge' <<<"$out" || { echo "$out" >&2; fail "hook did not reload after the broken renewals"; }
+    systemctl reload callbridge || fail "systemctl reload callbridge fails on good files"
+    serial_new="$(openssl x509 -noout -serial -in /etc/callbridge/tls/fullchain.pem | cut -d= -f2)"
+    [ "$serial_new" != "$serial" ] || fail "the renewal did not change the certificate"
+    [ "$(served_full)" = "$serial_new" ] || fail "after a good renewal the daemon serves $(served_full), not $serial_new"
+    if [ "$(cat "$state/pid")" != "$pid1" ] || ! kill -0 "$pid1"; then fail "the daemon did not survive the renewals"; fi
+    ok "good renewal after the broken ones: systemctl reload exit 0, same process serves $serial_new"
 
     # Re-run, nothing changed: no restart (dialer connections kept).
     local sum; sum="$(sha256sum /etc/callbridge/callbridge.env)"
@@ -615,7 +726,6 @@ EOF
     grep -q 'exists, keeping it' <<<"$out" || fail "second run did not keep the env file"
     grep -q 'already this version' <<<"$out" || fail "second run reinstalled the same binary"
     grep -q 'not restarting' <<<"$out" || { echo "$out" >&2; fail "second run restarted the service"; }
-    grep -q 'notify-reload.conf is up to date' <<<"$out" || { echo "$out" >&2; fail "second run did not find the drop-in up to date"; }
     [ "$(cat "$state/pid")" = "$pid1" ] || fail "second run restarted the daemon"
     [ "$(sha256sum /etc/callbridge/callbridge.env)" = "$sum" ] || fail "second run changed the env file"
     ok "re-run: env file, binary and running daemon untouched"
@@ -637,17 +747,45 @@ EOF
     [ ! -e /usr/local/bin/callbridge.new ] || fail "staged binary left behind"
     ok "bad upgrade: exit 5, previous binary restored and running"
 
-    # systemd older than 253 (a downgrade, or the unit copied to such a
-    # host): the drop-in goes, the service restarts as Type=notify.
-    echo 252 >"$state/version"
+    # An upgrade of an install by an earlier version, which added the
+    # notify-reload drop-in on systemd >= 253: --dry-run says it goes, the
+    # run removes it (not the operator's other drop-ins) and restarts once.
+    mkdir -p "${dropin%/*}"
+    printf '[Service]\nType=notify-reload\nExecReload=\n' >"$dropin"
+    printf '# the operator'\''s own\n' >"${dropin%/*}/local.conf"
+    out="$(deploy_full "$tmp/callbridge-v2" --dry-run)" || { echo "$out" >&2; fail "--dry-run with an old drop-in"; }
+    if ! grep -q "removing $dropin" <<<"$out" || ! grep -qF "[dry-run] rm -f $dropin" <<<"$out"; then
+        echo "$out" >&2; fail "--dry-run does not say that the old drop-in goes"
+    fi
+    [ -e "$dropin" ] || fail "--dry-run removed the old drop-in"
     pid2="$(cat "$state/pid")"
-    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "deploy on systemd 252"; }
-    grep -q "removing $dropin" <<<"$out" || { echo "$out" >&2; fail "systemd 252: drop-in not removed"; }
-    if [ -e "$dropin" ] || [ -e "${dropin%/*}" ]; then fail "systemd 252: $dropin or its directory left behind"; fi
-    [ "$(cat "$state/pid")" != "$pid2" ] || fail "systemd 252: unit changed but the service was not restarted"
-    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "re-run on systemd 252"; }
-    grep -q 'not restarting' <<<"$out" || { echo "$out" >&2; fail "re-run on systemd 252 restarted the service"; }
-    ok "systemd 252: notify-reload drop-in removed, restarted once, re-run leaves it alone"
+    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "upgrade with an old drop-in"; }
+    grep -q "removing $dropin" <<<"$out" || { echo "$out" >&2; fail "the old drop-in was not removed"; }
+    [ ! -e "$dropin" ] || fail "$dropin left behind"
+    [ -e "${dropin%/*}/local.conf" ] || fail "the operator's drop-in was removed"
+    [ "$(cat "$state/pid")" != "$pid2" ] || fail "the unit changed (drop-in removed) but the service was not restarted"
+    rm -r "${dropin%/*}"
+    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "re-run after the drop-in's removal"; }
+    grep -q 'not restarting' <<<"$out" || { echo "$out" >&2; fail "re-run after the drop-in's removal restarted the service"; }
+    systemctl reload callbridge || fail "systemctl reload after the upgrade"
+    ok "old notify-reload drop-in: planned by --dry-run, removed on upgrade (other drop-ins kept), restarted once"
+
+    # An env file kept from an earlier install without the admin token:
+    # warned about (reloads would fail), never rewritten.
+    cp -p /etc/callbridge/callbridge.env "$tmp/full-env.bak"
+    sed -i 's/^CALLBRIDGE_ADMIN_TOKEN=.*/CALLBRIDGE_ADMIN_TOKEN=/' /etc/callbridge/callbridge.env
+    sum="$(sha256sum /etc/callbridge/callbridge.env)"
+    out="$(deploy_full "$tmp/callbridge-v2")" || { echo "$out" >&2; fail "deploy with an env file without admin token"; }
+    if ! grep -q 'callbridge.env has no CALLBRIDGE_ADMIN_TOKEN' <<<"$out" || ! grep -q 'systemctl reload callbridge. (and so the reload after each certificate renewal) will fail' <<<"$out"; then
+        echo "$out" >&2; fail "no warning about the missing admin token"
+    fi
+    grep -q 'still has no CALLBRIDGE_ADMIN_TOKEN' <<<"$out" || { echo "$out" >&2; fail "no reminder of the missing admin token at the end"; }
+    [ "$(sha256sum /etc/callbridge/callbridge.env)" = "$sum" ] || fail "deploy.sh rewrote an env file without admin token"
+    rc=0; systemctl reload callbridge 2>/dev/null || rc=$?
+    [ "$rc" != 0 ] || fail "systemctl reload succeeded without an admin token"
+    tail -n 3 "$state/log" | grep -q 'CALLBRIDGE_ADMIN_TOKEN is not set' || { tail -n 5 "$state/log" >&2; fail "the journal does not say the admin token is missing"; }
+    cp -p "$tmp/full-env.bak" /etc/callbridge/callbridge.env
+    ok "env file without admin token: warned (twice), left as it is; systemctl reload then fails, saying why"
 
     # An unusable configuration stops before anything is replaced.
     sed -i 's/^CALLBRIDGE_TELNYX_PUBLIC_KEY=.*/CALLBRIDGE_TELNYX_PUBLIC_KEY=/' /etc/callbridge/callbridge.env

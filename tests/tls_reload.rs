@@ -323,5 +323,14 @@ async fn the_reload_command_exits_1_when_the_daemon_refuses() {
         .unwrap();
     assert_eq!(no_token.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("CALLBRIDGE_ADMIN_TOKEN"));
+
+    // A renewal that left no certificate in the file: there is no name to
+    // check the daemon against; said as such (not as a TLS name mismatch).
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    let garbage = reload_command(&s, &cert).output().unwrap();
+    let stderr = String::from_utf8_lossy(&garbage.stderr);
+    assert_eq!(garbage.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
+    assert!(stderr.contains(&cert.display().to_string()), "{stderr}");
     s.stop().await;
 }

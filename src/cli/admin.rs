@@ -55,7 +55,7 @@ impl AdminClient {
         // (the daemon serves it, or the one it renews).
         let own = match args.url {
             Some(_) => None,
-            None => own_certificate(&src),
+            None => own_certificate(&src)?,
         };
         let base = args.url.clone().unwrap_or_else(|| {
             let listen = src
@@ -64,12 +64,12 @@ impl AdminClient {
                 .unwrap_or(crate::config::DEFAULT_LISTEN);
             format!("https://{}", connect_host(listen))
         });
-        let tls = client_tls(args, &src, own.as_ref().map(|(pem, _)| pem.as_slice()))?;
+        let tls = client_tls(args, &src, own.as_ref().map(|c| c.pem.as_slice()))?;
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             bearer: format!("Bearer {token}"),
             tls,
-            tls_name: own.and_then(|(_, name)| name),
+            tls_name: own.and_then(|c| c.name),
         })
     }
 
@@ -131,11 +131,34 @@ pub(super) fn admin_token<'a>(args: &'a AdminArgs, src: &'a Sources) -> Option<&
 }
 
 /// The configured certificate file's PEM and its leaf's first DNS name,
-/// when the file is readable by this user.
-fn own_certificate(src: &Sources) -> Option<(Vec<u8>, Option<String>)> {
-    let pem = std::fs::read(src.get("tls_cert")?).ok()?;
+/// when the file is readable by this user. A readable file without a
+/// certificate (a broken renewal) is an error: there is no name to check
+/// the daemon against, and checking against the listen address instead
+/// would fail with a misleading "not valid for name 127.0.0.1". The daemon
+/// refuses such a file too, and keeps serving what it has.
+fn own_certificate(src: &Sources) -> Result<Option<OwnCertificate>, CliError> {
+    let Some(path) = src.get("tls_cert") else {
+        return Ok(None);
+    };
+    let Ok(pem) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    if crate::tls::pem_certs(&pem).is_empty() {
+        return Err(CliError::runtime(format!(
+            "CALLBRIDGE_TLS_CERT: {path} holds no PEM certificate, so there is no name to \
+             check the running daemon's certificate against; it was not asked and keeps \
+             serving the certificate it has. Fix the file (or give --url)"
+        )));
+    }
     let name = crate::tls::first_dns_name(&pem);
-    Some((pem, name))
+    Ok(Some(OwnCertificate { pem, name }))
+}
+
+/// The configured certificate file, as read by [`own_certificate`].
+struct OwnCertificate {
+    pem: Vec<u8>,
+    /// Its leaf's first DNS name.
+    name: Option<String>,
 }
 
 /// Web roots, plus `--ca` (else the dev CA when there is one, as
