@@ -31,6 +31,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Every console stream slot is taken (`app::MAX_CONSOLE_STREAMS`).
+    #[error("{0} console streams are open already: close one (another tab?) and retry")]
+    TooManyStreams(usize),
 }
 
 impl ApiError {
@@ -38,7 +41,9 @@ impl ApiError {
         match self {
             ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Envelope(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Store(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::ShuttingDown | ApiError::TooManyStreams(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::OriginRefused => StatusCode::FORBIDDEN,
@@ -64,6 +69,7 @@ impl ApiError {
             ApiError::OriginRefused => "origin-not-allowed",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::ShuttingDown => "shutting-down",
+            ApiError::TooManyStreams(_) => "too-many-streams",
         }
     }
 
