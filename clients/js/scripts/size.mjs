@@ -24,7 +24,7 @@ const code = result.outputFiles[0].contents;
 const gz = gzipSync(code, { level: 9 }).length;
 console.log(`dist/index.js bundled + minified: ${code.length} bytes; gzip: ${gz} bytes (budget ${BUDGET})`);
 const page = fs.readFileSync(path.resolve(root, '../../src/routes/console_page.html'));
-console.log(`src/routes/console_page.html (minified): ${page.length} bytes; gzip: ${gzipSync(page, { level: 9 }).length} bytes`);
+console.log(`src/routes/console_page.html (as served, script minified): ${page.length} bytes; gzip: ${gzipSync(page, { level: 9 }).length} bytes`);
 if (gz > BUDGET) {
   console.error(`over budget by ${gz - BUDGET} bytes`);
   process.exit(1);
