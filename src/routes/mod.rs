@@ -1,8 +1,8 @@
 //! The route table (contract §3): every endpoint on the one TLS listener,
 //! and where its handler lives. Handlers sit beside their types:
 //! `webhook`, `probes`, the `/dev` and `/console` pages here, the admin
-//! API in [`crate::api`], the WebSocket
-//! handshake beside the session ([`crate::session::handshake`]).
+//! API in [`crate::api`], the WebSocket handshake beside the session
+//! ([`crate::session::handshake`]).
 
 mod console;
 mod dev;

@@ -241,7 +241,8 @@ async function run(token: string, ctrl: AbortController): Promise<void> {
     const before = lastMessage;
     try {
       await readStream(STREAM_URL, token, ctrl.signal, SILENCE_MS, onItem);
-      failures = 0;
+      // The daemon ended it (a restart): reconnect, after a pause like any drop.
+      throw new StreamError('the daemon ended the stream');
     } catch (e) {
       if (ctrl.signal.aborted) return;
       if (e instanceof StreamError && (e.status === 401 || e.status === 404)) {
