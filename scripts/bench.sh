@@ -24,6 +24,10 @@
 #   outbound   the `rate` run three times on fresh daemons: no endpoint,
 #              one endpoint answering 200, one endpoint that never answers
 #              (daemon CPU per webhook and dialer delivery latency compared)
+#   console    the `rate` run on fresh daemons without and with one
+#              operator's console stream open and read (callbridge-bench
+#              --console), alternating, CONSOLE_ROUNDS [2] times each: what
+#              an open /console costs the daemon
 #   messages   embedded store, §8 messages from one session to a call of
 #              2 users (one recipient; the sender's own sessions get them too)
 #   messages-room  embedded store, messages to a call of 200 users
@@ -52,7 +56,8 @@ BCAST_WEBHOOKS="${BCAST_WEBHOOKS:-2000}"
 MONGO_BCAST_WEBHOOKS="${MONGO_BCAST_WEBHOOKS:-50}"
 MSG_COUNT="${MSG_COUNT:-5000}"
 MONGO_MSG_COUNT="${MONGO_MSG_COUNT:-50}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound}"
+CONSOLE_ROUNDS="${CONSOLE_ROUNDS:-2}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -216,5 +221,17 @@ if want outbound; then
         bench "outbound-$mode" "https://127.0.0.1:$port" "$pid" --users 1000 --conns 1000 \
             --concurrency "$CONCURRENCY" --webhooks "$RATE_WEBHOOKS" --rate 2000 "${extra[@]}"
         stop "$pid"
+    done
+fi
+if want console; then
+    echo; echo "== console: the fixed-rate run without and with one console stream open"
+    for round in $(seq 1 "$CONSOLE_ROUNDS"); do
+        for mode in closed open; do
+            port="$(free_port)"; pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI=)"
+            extra=(); [ "$mode" = closed ] || extra=(--console)
+            bench "console-$mode-$round" "https://127.0.0.1:$port" "$pid" --users 1000 --conns 1000 \
+                --concurrency "$CONCURRENCY" --webhooks "$RATE_WEBHOOKS" --rate 2000 "${extra[@]}"
+            stop "$pid"
+        done
     done
 fi

@@ -134,25 +134,7 @@ impl Https {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<HttpResponse, ClientError> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.authority);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(body.into()))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(method, path, headers, body.into()).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
@@ -166,6 +148,75 @@ impl Https {
             headers,
             body,
         })
+    }
+
+    /// A request whose response body is read as it arrives (an event
+    /// stream), chunk by chunk, rather than collected.
+    pub async fn request_streaming(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Streaming, ClientError> {
+        let resp = self.send(method, path, headers, body.into()).await?;
+        Ok(Streaming {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.into_body(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        self.sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+}
+
+/// A response being received: status and headers, and the body's chunks
+/// as they come (hyper's body frames; trailers are skipped).
+pub struct Streaming {
+    pub status: u16,
+    pub headers: warp::http::HeaderMap,
+    body: hyper::body::Incoming,
+}
+
+impl Streaming {
+    /// The next chunk of the body; `None` once it has ended.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(ClientError::Http(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The new certificate did not load; the previous one stays in service.
     #[error("{0}; the previous certificate stays in service")]
     ReloadRefused(#[from] TlsError),
+    /// Every console stream slot is taken (`app::MAX_CONSOLE_STREAMS`).
+    #[error("{0} console streams are open already: close one (another tab?) and retry")]
+    TooManyStreams(usize),
 }
 
 impl ApiError {
@@ -42,7 +45,9 @@ impl ApiError {
         match self {
             ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Envelope(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Store(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::ShuttingDown | ApiError::TooManyStreams(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::OriginRefused => StatusCode::FORBIDDEN,
@@ -70,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::ShuttingDown => "shutting-down",
             ApiError::ReloadRefused(_) => "reload-refused",
+            ApiError::TooManyStreams(_) => "too-many-streams",
         }
     }
 

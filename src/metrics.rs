@@ -1,5 +1,6 @@
 //! Counters and histograms, exposed at `/metrics` in Prometheus text format
-//! and summarized in `/api/status`.
+//! and summarized in `/api/status`; and this instance's per-second figures
+//! for the console ([`crate::rates`]), fed from the same call sites.
 
 use std::time::Instant;
 
@@ -9,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::rates::Rates;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -71,6 +74,9 @@ pub struct Metrics {
     pub outbound_latency: Histogram,
     /// Pending deliveries in the store, refreshed every 10 s.
     pub outbound_queue_depth: Gauge,
+    /// The last 15 minutes, second by second, for the console (not
+    /// exported to Prometheus, which has the counters themselves).
+    pub rates: Rates,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -106,6 +112,7 @@ impl Default for Metrics {
             outbound_enqueued: Counter::default(),
             outbound_latency: Histogram::new(seconds_buckets()),
             outbound_queue_depth: Gauge::default(),
+            rates: Rates::default(),
         };
         // Registration order is the order of `/metrics`: keep it.
         m.register_events();
@@ -316,6 +323,28 @@ impl Metrics {
 
     pub fn observe_since(h: &Histogram, start: Instant) {
         h.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// A live event's frame was flushed to its socket: the webhook's
+    /// arrival → now, into the histogram and the console's second.
+    pub fn delivery_observed(&self, received: Instant) {
+        let d = received.elapsed();
+        self.delivery_latency.observe(d.as_secs_f64());
+        self.rates.observe_latency(d);
+    }
+
+    /// Close the console's current second (called once a second by
+    /// `server::spawn_rates`): webhooks accepted (answered 200, stored or
+    /// duplicate) and frames delivered come from the counters above, so
+    /// counting them costs the hot path nothing more.
+    pub fn roll_second(&self) {
+        let outcome = |outcome: &'static str| {
+            self.webhooks
+                .get(&OutcomeLabel { outcome })
+                .map_or(0, |c| c.get())
+        };
+        let accepted = outcome("stored") + outcome("duplicate");
+        self.rates.roll(accepted, self.events_delivered.get());
     }
 
     pub fn render(&self) -> String {

@@ -103,6 +103,7 @@ pub async fn run(
             .map_err(RunError::Store)?;
     }
     spawn_heartbeat(&app);
+    spawn_rates(&app);
     spawn_feed(&app);
     crate::outbound::spawn(&app);
     crate::reload::spawn(&app);
@@ -124,6 +125,24 @@ fn spawn_feed(app: &Arc<App>) {
     app.tracker.spawn(async move {
         while let Some(item) = feed.recv().await {
             app2.hub.apply_feed(item);
+        }
+    });
+}
+
+/// The console's per-second figures: one roll-up a second, until shutdown.
+/// A late tick (a stalled runtime) is not made up for: its slot then holds
+/// the counts of the longer interval, which is what happened.
+fn spawn_rates(app: &Arc<App>) {
+    let app2 = app.clone();
+    app.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: it takes the counters' starting values.
+        loop {
+            tokio::select! {
+                _ = app2.shutdown.cancelled() => return,
+                _ = tick.tick() => app2.metrics.roll_second(),
+            }
         }
     });
 }

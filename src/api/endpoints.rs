@@ -215,10 +215,16 @@ async fn list(app: &App) -> Result<Response> {
 
 async fn get(app: &App, id: &str) -> Result<Response> {
     let e = existing(app, id).await?;
-    let stats = bounded(app.config.store_timeout, app.store.endpoint_stats(id)).await?;
-    let mut answer = public(&e);
+    Ok(json_reply(StatusCode::OK, &with_stats(app, &e).await?))
+}
+
+/// What `GET /api/endpoints/{id}` answers: the endpoint without its secret,
+/// with its deliveries by state (the console shows every endpoint so).
+pub(super) async fn with_stats(app: &App, e: &Endpoint) -> Result<Value> {
+    let stats = bounded(app.config.store_timeout, app.store.endpoint_stats(&e.id)).await?;
+    let mut answer = public(e);
     answer["stats"] = json!(stats);
-    Ok(json_reply(StatusCode::OK, &answer))
+    Ok(answer)
 }
 
 async fn patch(app: &App, id: &str, body: Bytes) -> Result<Response> {

@@ -3,13 +3,15 @@
 //! [`users`] (`PUT`/`GET`/`DELETE /api/users/{id}`,
 //! `POST /api/users/{id}/revoke`), [`broadcast`] (`POST /api/broadcast`),
 //! [`status`] (`GET /api/status`), [`endpoints`] (`/api/endpoints…`,
-//! outbound webhooks), [`reload`] (`POST /api/reload`, the certificate).
+//! outbound webhooks), [`reload`] (`POST /api/reload`, the certificate),
+//! [`console`] (`GET /api/console/stream`, the console's live data).
 //!
 //! The token is checked before anything else, so without it nothing about
 //! the API (not even which paths exist) is revealed; with no token
 //! configured the API answers 404 as if it did not exist.
 
 mod broadcast;
+mod console;
 mod endpoints;
 mod reload;
 mod status;
@@ -48,6 +50,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .or(reload::post(app.clone()))
         .unify()
         .or(endpoints::routes(app.clone()))
+        .unify()
+        .or(console::stream(app.clone()))
         .unify()
         .or(unmatched())
         .unify();
@@ -100,6 +104,7 @@ fn unmatched() -> impl Filter<Extract = (Response,), Error = std::convert::Infal
                 ["endpoints"] => &[Method::GET, Method::POST],
                 ["endpoints", _] => &[Method::GET, Method::PATCH, Method::DELETE],
                 ["endpoints", _, "secret" | "attempts"] => &[Method::GET],
+                ["console", "stream"] => &[Method::GET],
                 _ => &[],
             };
             let e = if allowed.is_empty() || allowed.contains(&method) {

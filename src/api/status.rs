@@ -1,4 +1,5 @@
-//! `GET /api/status`: connections and event counters of this instance.
+//! `GET /api/status`: connections and event counters of this instance;
+//! and the recovery state (§13) the console shows.
 
 use std::sync::Arc;
 
@@ -32,5 +33,18 @@ fn body(app: &App) -> Value {
             "duplicate": m.events_duplicate.get(),
             "unrouted": m.events_unrouted.get(),
         }
+    })
+}
+
+/// The recovery state of §13 (`/api/status`'s `recovery`, the console's
+/// panel). Recovery does not exist yet: it is off. The issue that adds it
+/// replaces this function's body with the real state.
+pub(super) fn recovery(_app: &App) -> Value {
+    json!({
+        "state": "off",
+        "lastRunAt": null,
+        "lastSuccessAt": null,
+        "checkpoint": null,
+        "lastError": null,
     })
 }

@@ -99,6 +99,11 @@ struct Args {
     /// every webhook before it reads the daemon's CPU.
     #[arg(long)]
     outbound: Option<String>,
+    /// Open one operator's console stream (`GET /api/console/stream`, §12)
+    /// before the webhooks and read it to the end of the run, as an open
+    /// `/console` tab does: what an open console costs the daemon.
+    #[arg(long)]
+    console: bool,
 }
 
 /// The number every user shares in a `--messages` run.
@@ -241,6 +246,10 @@ async fn main() {
         Some(mode) => Some(outbound_receiver(&args, &setup, mode == "hang").await),
         None => None,
     };
+    let console = match args.console {
+        true => Some(open_console(&args, &setup).await),
+        false => None,
+    };
     let metrics_before = fetch_metrics(first, &setup.tls).await;
     let cpu_before = args.pid.and_then(cpu_ms);
     let posted = post_webhooks(&args, &setup, epoch).await;
@@ -258,6 +267,9 @@ async fn main() {
         print_cpu(&args, b.saturating_sub(a), expected);
     }
     print_store_commands(&args, &metrics_before, &metrics_after);
+    if let Some(c) = console {
+        c.report(&args);
+    }
     for h in clients.readers {
         h.abort();
     }
@@ -965,6 +977,62 @@ fn print_delivery(label: &str, from: &str, del: &[u64]) {
         pct(del, 1.0),
         del.len()
     );
+}
+
+/// `--console`: the stream's reader, counting what it got.
+struct ConsoleReader {
+    task: JoinHandle<()>,
+    messages: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+async fn open_console(args: &Args, setup: &Setup) -> ConsoleReader {
+    let mut conn = Https::connect(&args.url[0], setup.tls.clone())
+        .await
+        .expect("connect for the console");
+    let auth = format!("Bearer {}", args.admin_token);
+    let mut stream = conn
+        .request_streaming(
+            "GET",
+            "/api/console/stream",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .expect("console stream");
+    assert_eq!(
+        stream.status, 200,
+        "console stream answered {}",
+        stream.status
+    );
+    let messages = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (m, b) = (messages.clone(), bytes.clone());
+    let task = tokio::spawn(async move {
+        let _conn = conn;
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            b.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let n = chunk.windows(6).filter(|w| w == b"data: ").count();
+            m.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    ConsoleReader {
+        task,
+        messages,
+        bytes,
+    }
+}
+
+impl ConsoleReader {
+    fn report(self, args: &Args) {
+        self.task.abort();
+        println!(
+            "[{}] console stream open through the run: {} messages, {} bytes read",
+            args.label,
+            self.messages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Requests the `--outbound` receiver got, and whether it never answers.

@@ -31,8 +31,8 @@ pub fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => crate::errlog::install(builder.json().finish()),
+        LogFormat::Text => crate::errlog::install(builder.finish()),
     };
 }
 

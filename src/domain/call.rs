@@ -83,6 +83,8 @@ pub fn control_key(id: &str) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct LegEvent<'a> {
     pub call: &'a CallInfo,
+    /// The normalized event name (`call-answered`): the leg's timeline.
+    pub event: &'a str,
     pub transition: Transition,
     /// `occurred_at` in ms: orders state changes.
     pub occurred_ms: i64,
@@ -120,6 +122,26 @@ pub struct CallRecord {
     pub ended: bool,
     #[serde(default)]
     pub ended_ms: Option<i64>,
+    /// The leg's events in `occurred_at` order, the last [`MAX_TIMELINE`]
+    /// (the console's call timeline). A record written before timelines
+    /// existed reads as an empty one.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// A call leg's timeline keeps this many events: a long call's DTMF keys
+/// and recordings do not grow its record (about 60 bytes each) without end.
+pub const MAX_TIMELINE: usize = 50;
+
+/// One event on a leg's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// Normalized event name (`call-answered`).
+    pub event: String,
+    /// `occurred_at` as RFC 3339.
+    pub ts: String,
+    /// `occurred_at` in ms: the order of the timeline.
+    pub ms: i64,
 }
 
 impl CallRecord {
@@ -137,6 +159,26 @@ impl CallRecord {
             answered_at: None,
             ended: false,
             ended_ms: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Put the event on the timeline in `occurred_at` order (a late event
+    /// goes where it happened, after events of the same instant), keeping
+    /// the last [`MAX_TIMELINE`].
+    fn record_timeline(&mut self, ev: &LegEvent<'_>) {
+        let at = self.timeline.partition_point(|e| e.ms <= ev.occurred_ms);
+        self.timeline.insert(
+            at,
+            TimelineEntry {
+                event: ev.event.to_string(),
+                ts: ev.ts.to_string(),
+                ms: ev.occurred_ms,
+            },
+        );
+        if self.timeline.len() > MAX_TIMELINE {
+            let extra = self.timeline.len() - MAX_TIMELINE;
+            self.timeline.drain(..extra);
         }
     }
 
@@ -145,6 +187,7 @@ impl CallRecord {
     /// after it, however it is dated, revives the call.
     pub fn apply(&mut self, ev: LegEvent<'_>) {
         let call = ev.call;
+        self.record_timeline(&ev);
         if !ev.targets.is_empty() {
             self.users = ev.targets.to_vec();
         }
@@ -224,6 +267,10 @@ mod tests {
 
     /// Apply one event of the given transition at `ms` to `r`.
     fn at(r: &mut CallRecord, t: Transition, ms: i64) {
+        named(r, t, ms, &format!("{t:?}"));
+    }
+
+    fn named(r: &mut CallRecord, t: Transition, ms: i64, event: &str) {
         let call = CallInfo {
             call_control_id: Some("cc".into()),
             ..Default::default()
@@ -231,6 +278,7 @@ mod tests {
         let ts = rfc3339_ms(ms);
         r.apply(LegEvent {
             call: &call,
+            event,
             transition: t,
             occurred_ms: ms,
             ts: &ts,
@@ -261,5 +309,38 @@ mod tests {
         assert_eq!(a.state, CallState::Bridged);
         assert_eq!(a.started_at.as_deref(), Some(rfc3339_ms(1000).as_str()));
         assert_eq!(a.answered_at.as_deref(), Some(rfc3339_ms(2000).as_str()));
+    }
+
+    #[test]
+    fn timeline_in_occurred_order_bounded() {
+        let mut r = CallRecord::new("cc");
+        at(&mut r, Transition::Initiated, 1000);
+        at(&mut r, Transition::Bridged, 3000);
+        // Late: goes where it happened.
+        at(&mut r, Transition::Answered, 2000);
+        at(&mut r, Transition::Hangup, 4000);
+        let events: Vec<&str> = r.timeline.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(events, ["Initiated", "Answered", "Bridged", "Hangup"]);
+        assert_eq!(r.timeline[1].ts, rfc3339_ms(2000));
+        // A long call keeps its last MAX_TIMELINE events.
+        let mut r = CallRecord::new("cc");
+        for i in 0..(MAX_TIMELINE as i64 + 10) {
+            named(&mut r, Transition::None, 10_000 + i, &format!("dtmf-{i}"));
+        }
+        assert_eq!(r.timeline.len(), MAX_TIMELINE);
+        assert_eq!(r.timeline[0].event, "dtmf-10");
+        assert_eq!(
+            r.timeline.last().unwrap().event,
+            format!("dtmf-{}", MAX_TIMELINE + 9)
+        );
+        // Serialized with the record (both backends store it so).
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["timeline"][0]["event"], "dtmf-10");
+        let back: CallRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        // A record from before timelines existed.
+        let old: CallRecord =
+            serde_json::from_value(serde_json::json!({"callControlId": "x"})).unwrap();
+        assert!(old.timeline.is_empty());
     }
 }

@@ -84,6 +84,7 @@ impl Ingest {
     pub fn leg_event(&self) -> LegEvent<'_> {
         LegEvent {
             call: &self.call,
+            event: &self.body.event,
             transition: self.transition,
             occurred_ms: self.occurred_ms,
             ts: &self.body.ts,

@@ -11,11 +11,11 @@ mod user;
 
 pub use call::{
     control_key, session_key, sort_active_calls, ActiveCall, CallInfo, CallRecord, CallState,
-    LegEvent, Transition,
+    LegEvent, TimelineEntry, Transition, MAX_TIMELINE,
 };
 pub use control::Control;
 pub use endpoint::{
     after_attempt, Attempt, AttemptResult, Delivery, DeliveryStatus, Endpoint, EndpointStats,
 };
 pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
-pub use user::{Presence, Role, Status, User, UserView};
+pub use user::{Presence, Role, Status, User, UserSummary, UserView};

@@ -102,6 +102,15 @@ impl UserView {
     }
 }
 
+/// A user with presence and status, without calls: one line of the
+/// console's users table ([`crate::store::Store::list_user_summaries`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSummary {
+    pub user: User,
+    pub presence: Presence,
+    pub status: Status,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +125,7 @@ mod tests {
         let mut r = CallRecord::new(id);
         r.apply(LegEvent {
             call: &call,
+            event: "call-x",
             transition: t,
             occurred_ms: ms,
             ts: &ts,

@@ -1,8 +1,10 @@
 //! The route table (contract §3): every endpoint on the one TLS listener,
 //! and where its handler lives. Handlers sit beside their types:
-//! `webhook` here, the admin API in [`crate::api`], the WebSocket
-//! handshake beside the session ([`crate::session::handshake`]).
+//! `webhook`, `probes`, the `/dev` and `/console` pages here, the admin
+//! API in [`crate::api`], the WebSocket handshake beside the session
+//! ([`crate::session::handshake`]).
 
+mod console;
 mod dev;
 mod probes;
 mod webhook;
@@ -27,6 +29,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
         .or(probes::metrics(app.clone()))
         .unify()
         .or(dev::routes(app.clone()))
+        .unify()
+        .or(console::route(app.clone()))
         .unify()
         .or(crate::api::routes(app))
         .unify()

@@ -631,7 +631,7 @@ impl Session {
         }
         self.write(WriteOp::Flush).await?;
         for t in stamps {
-            Metrics::observe_since(&self.app.metrics.delivery_latency, t);
+            self.app.metrics.delivery_observed(t);
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::clock::{now_ms, now_rfc3339};
 use crate::domain::{
     control_key, history_gap, session_key, AttemptResult, CallRecord, Delivery, Endpoint,
     EndpointStats, EventBody, EventsPage, Ingest, IngestOutcome, Presence, Role, Status,
-    StoredEvent, User, UserView,
+    StoredEvent, User, UserSummary, UserView,
 };
 
 /// History kept per user regardless of age, so a flood for one user cannot
@@ -40,6 +40,9 @@ struct State {
     receipt_order: VecDeque<(i64, String)>,
     /// (hung up at ms, call_control_id): ended legs are forgotten after `history`.
     ended_calls: VecDeque<(i64, String)>,
+    /// call_control_ids of the legs not hung up: the console lists them
+    /// without walking a day of ended calls.
+    live_calls: HashSet<String>,
     outbound: Outbound,
 }
 
@@ -137,6 +140,15 @@ impl State {
             });
         }
         stored
+    }
+}
+
+impl State {
+    fn presence_of(&self, id: &str) -> Presence {
+        self.presence
+            .get(id)
+            .map(|p| Presence::new(p.connections.len() as u32, p.last_seen.clone()))
+            .unwrap_or_default()
     }
 }
 
@@ -254,8 +266,12 @@ impl Store for MemoryStore {
                 .or_insert_with(|| CallRecord::new(control));
             let was_ended = call.ended;
             call.apply(ingest.leg_event());
-            if call.ended && !was_ended {
+            let ended = call.ended;
+            if ended && !was_ended {
                 st.ended_calls.push_back((now, control.clone()));
+                st.live_calls.remove(control);
+            } else if !ended {
+                st.live_calls.insert(control.clone());
             }
         }
 
@@ -389,16 +405,50 @@ impl Store for MemoryStore {
         let Some(user) = st.users.get(id).cloned() else {
             return Ok(None);
         };
-        let presence = st
-            .presence
-            .get(id)
-            .map(|p| Presence::new(p.connections.len() as u32, p.last_seen.clone()))
-            .unwrap_or_default();
+        let presence = st.presence_of(id);
         let status = st.status.get(id).copied().unwrap_or_default();
         let calls = st
             .calls
             .values()
             .filter(|c| c.users.iter().any(|u| u == id));
         Ok(Some(UserView::assemble(user, presence, status, calls)))
+    }
+
+    async fn list_user_summaries(&self, limit: usize) -> StoreResult<Vec<UserSummary>> {
+        let st = self.lock();
+        let mut users: Vec<&User> = st.users.values().collect();
+        // The first `limit` by id without sorting them all.
+        if users.len() > limit && limit > 0 {
+            users.select_nth_unstable_by(limit - 1, |a, b| a.id.cmp(&b.id));
+        }
+        users.truncate(limit);
+        users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(users
+            .into_iter()
+            .take(limit)
+            .map(|u| UserSummary {
+                user: u.clone(),
+                presence: st.presence_of(&u.id),
+                status: st.status.get(&u.id).copied().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn active_call_records(&self, limit: usize) -> StoreResult<Vec<CallRecord>> {
+        let st = self.lock();
+        let mut calls: Vec<&CallRecord> = st
+            .live_calls
+            .iter()
+            .filter_map(|id| st.calls.get(id))
+            .filter(|c| !c.ended)
+            .collect();
+        // Newest first; a leg without `startedAt` last (as MongoDB sorts
+        // a missing value in a descending sort).
+        calls.sort_unstable_by(|a, b| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then_with(|| a.call_control_id.cmp(&b.call_control_id))
+        });
+        Ok(calls.into_iter().take(limit).cloned().collect())
     }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    AttemptResult, Control, Delivery, Endpoint, EndpointStats, EventBody, EventsPage, Ingest,
-    IngestOutcome, Role, Status, StoredEvent, User, UserView,
+    AttemptResult, CallRecord, Control, Delivery, Endpoint, EndpointStats, EventBody, EventsPage,
+    Ingest, IngestOutcome, Role, Status, StoredEvent, User, UserSummary, UserView,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,15 @@ pub trait Store: Send + Sync + 'static {
     async fn set_status(&self, user: &str, status: Status) -> StoreResult<()>;
     /// User, presence, status and active calls in one read.
     async fn user_view(&self, id: &str) -> StoreResult<Option<UserView>>;
+
+    // ---- the operator's console (contract §12)
+    /// The first `limit` users by id, each with presence (on every
+    /// instance) and status, in a number of queries that does not grow
+    /// with the users (MongoDB: three).
+    async fn list_user_summaries(&self, limit: usize) -> StoreResult<Vec<UserSummary>>;
+    /// Call legs not hung up, newest `startedAt` first (legs without one
+    /// last), at most `limit`, each with its bound users and timeline.
+    async fn active_call_records(&self, limit: usize) -> StoreResult<Vec<CallRecord>>;
 
     // ---- outbound webhooks (contract §10)
     /// Create or replace an endpoint.

@@ -7,6 +7,7 @@ pub mod edges;
 pub mod mongo;
 pub mod process;
 pub mod receiver;
+pub mod sse;
 
 #[allow(unused_imports)]
 pub use mongo::{mongo_required, mongo_uri};

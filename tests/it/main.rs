@@ -12,6 +12,7 @@ mod common;
 
 mod admin;
 mod cli;
+mod console;
 mod fan_out;
 mod lifecycle;
 mod limits;

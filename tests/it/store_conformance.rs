@@ -76,10 +76,15 @@ fn user(id: &str, role: Role, phones: &[&str], conns: &[&str]) -> User {
 }
 
 fn ingest(id: &str, targets: &[&str], control: &str, t: Transition, ms: i64) -> Ingest {
+    named(id, "call-x", targets, control, t, ms)
+}
+
+/// An ingest whose event has the name `event` (the timeline shows it).
+fn named(id: &str, event: &str, targets: &[&str], control: &str, t: Transition, ms: i64) -> Ingest {
     Ingest {
         body: Arc::new(EventBody::new(
             id.into(),
-            "call-x".into(),
+            event.into(),
             callbridge::clock::rfc3339_ms(ms),
             &json!({"n": id, "big": 12345678901234i64, "nested": {"a": [1, 2.5, null]}}),
         )),
@@ -405,6 +410,131 @@ conformance!(presence_and_status, |s: Arc<dyn Store>| async move {
     s.ping().await.unwrap();
 });
 
+conformance!(
+    console_users_and_live_calls,
+    |s: Arc<dyn Store>| async move {
+        let mut ann = user("a", Role::Supervisor, &[], &[]);
+        ann.name = Some("Ann".into());
+        s.upsert_user(ann).await.unwrap();
+        s.upsert_user(user("c", Role::Agent, &[], &[]))
+            .await
+            .unwrap();
+        s.upsert_user(user("b", Role::Agent, &[], &[]))
+            .await
+            .unwrap();
+        assert!(s.active_call_records(10).await.unwrap().is_empty());
+        s.connection_opened("a", "k1").await.unwrap();
+        s.connection_opened("a", "k2").await.unwrap();
+        s.connection_opened("b", "k3").await.unwrap();
+        s.set_status("b", Status::Busy).await.unwrap();
+        let all = s.list_user_summaries(10).await.unwrap();
+        type Row<'a> = (&'a str, Option<&'a str>, Role, bool, u32, Status);
+        let rows: Vec<Row> = all
+            .iter()
+            .map(|u| {
+                (
+                    u.user.id.as_str(),
+                    u.user.name.as_deref(),
+                    u.user.role,
+                    u.presence.online,
+                    u.presence.connections,
+                    u.status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "a",
+                    Some("Ann"),
+                    Role::Supervisor,
+                    true,
+                    2,
+                    Status::Available
+                ),
+                ("b", None, Role::Agent, true, 1, Status::Busy),
+                ("c", None, Role::Agent, false, 0, Status::Available),
+            ]
+        );
+        let first: Vec<String> = s
+            .list_user_summaries(2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect();
+        assert_eq!(first, ["a", "b"]);
+
+        // Three legs: one hung up, two live; newest start first.
+        let steps = [
+            (
+                "1",
+                "call-initiated",
+                "a",
+                "c1",
+                Transition::Initiated,
+                1000,
+            ),
+            (
+                "2",
+                "call-initiated",
+                "b",
+                "c2",
+                Transition::Initiated,
+                2000,
+            ),
+            (
+                "3",
+                "call-initiated",
+                "a",
+                "c3",
+                Transition::Initiated,
+                1500,
+            ),
+            ("4", "call-answered", "b", "c2", Transition::Answered, 3000),
+            ("5", "call-hangup", "a", "c3", Transition::Hangup, 4000),
+            // Late: goes on the timeline where it happened.
+            ("6", "dtmf-received", "b", "c2", Transition::None, 2500),
+        ];
+        for (id, event, to, call, t, ms) in steps {
+            s.ingest(named(id, event, &[to], call, t, ms))
+                .await
+                .unwrap();
+        }
+        let live = s.active_call_records(10).await.unwrap();
+        let ids: Vec<&str> = live.iter().map(|c| c.call_control_id.as_str()).collect();
+        assert_eq!(ids, ["c2", "c1"]);
+        let c2 = &live[0];
+        assert_eq!(c2.users, ["b"]);
+        assert_eq!(c2.state, Some(CallState::Answered));
+        let timeline: Vec<(&str, &str)> = c2
+            .timeline
+            .iter()
+            .map(|e| (e.event.as_str(), e.ts.as_str()))
+            .collect();
+        let ts = callbridge::clock::rfc3339_ms;
+        assert_eq!(
+            timeline,
+            [
+                ("call-initiated", ts(2000).as_str()),
+                ("dtmf-received", ts(2500).as_str()),
+                ("call-answered", ts(3000).as_str()),
+            ]
+        );
+        assert_eq!(live[1].users, ["a"]);
+        assert_eq!(live[1].timeline.len(), 1);
+        let newest: Vec<String> = s
+            .active_call_records(1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.call_control_id)
+            .collect();
+        assert_eq!(newest, ["c2"]);
+    }
+);
+
 // ---- MongoDB only: what only a persistent store can show.
 
 #[tokio::test]
@@ -627,6 +757,38 @@ async fn mongodb_commands_per_ingest_do_not_depend_on_recipients() {
         per_ingest.iter().all(|(_, c)| *c == one),
         "commands per ingest (recipients, commands): {per_ingest:?}"
     );
+}
+
+/// The console's users list: the same three commands for 1 user or 300
+/// online ones (never one query per user).
+#[tokio::test]
+async fn mongodb_commands_per_user_list_do_not_depend_on_users() {
+    if mongo_uri().is_none() {
+        return;
+    }
+    let s = mongo_store(&fresh_db()).await;
+    let counter = s.command_counter().expect("MongoDB counts its commands");
+    let mut per_list = Vec::new();
+    for n in [1usize, 300] {
+        for i in per_list.len()..n {
+            let id = format!("v{i:03}");
+            s.upsert_user(user(&id, Role::Agent, &[], &[]))
+                .await
+                .unwrap();
+            s.connection_opened(&id, &format!("k{i}")).await.unwrap();
+            s.set_status(&id, Status::Away).await.unwrap();
+        }
+        let before = counter.get();
+        let all = s.list_user_summaries(1000).await.unwrap();
+        assert_eq!(all.len(), n);
+        assert!(all
+            .iter()
+            .all(|u| u.presence.connections == 1 && u.status == Status::Away));
+        per_list.push((n, counter.get() - before));
+    }
+    println!("commands per users list (users, commands): {per_list:?}");
+    assert_eq!(per_list[0].1, 3, "{per_list:?}");
+    assert_eq!(per_list[1].1, 3, "{per_list:?}");
 }
 
 /// History written before bodies were shared (`events` documents carrying

@@ -56,7 +56,7 @@ fn name_of(model: &IndexModel) -> Option<String> {
 impl MongoStore {
     fn index_plan(&self) -> Vec<(&'static str, IndexModel)> {
         let history = self.history;
-        vec![
+        let mut plan = vec![
             (
                 "users",
                 idx(doc! {"phoneNumbers": 1}, named("phoneNumbers")),
@@ -88,6 +88,15 @@ impl MongoStore {
                     ttl("receivedAt_ttl", history.max(MIN_RECEIPT_TTL)),
                 ),
             ),
+        ];
+        plan.extend(self.call_and_state_indexes());
+        plan
+    }
+
+    /// Calls, bindings, control, deliveries and presence.
+    fn call_and_state_indexes(&self) -> Vec<(&'static str, IndexModel)> {
+        let history = self.history;
+        vec![
             (
                 "calls",
                 idx(doc! {"users": 1, "ended": 1}, named("users_ended")),
@@ -95,6 +104,14 @@ impl MongoStore {
             (
                 "calls",
                 idx(doc! {"endedAt": 1}, ttl("endedAt_ttl", history)),
+            ),
+            (
+                // The console's live legs, newest first.
+                "calls",
+                idx(
+                    doc! {"ended": 1, "startedAt": -1, "_id": 1},
+                    named("ended_startedAt"),
+                ),
             ),
             (
                 "bindings",

@@ -9,7 +9,8 @@
 //!   event with `data` as JSON text and its `recipients` (user, seq); TTL on `storedAt`
 //! - `events`    one per (user, event): `seq` → `bodyId`; unique `(userId, seq)`; TTL on `storedAt`
 //! - `receipts`  `_id` = Telnyx event id; TTL on `receivedAt` (de-duplication)
-//! - `calls`     `_id` = call_control_id: the leg's state and bound users; TTL on `endedAt`
+//! - `calls`     `_id` = call_control_id: the leg's state, bound users and
+//!   timeline (its last 50 events); TTL on `endedAt`
 //! - `bindings`  `_id` = `s:<session>` / `c:<control>` → users; TTL on `updatedAt`
 //! - `presence`  `_id` = connection id, `userId`, `instance`, `heartbeatAt` (TTL)
 //! - `userState` `_id` = user id, `status`, `lastSeen`
@@ -20,6 +21,7 @@
 //! indexes (`indexes`) and the document layouts (`docs`) have their own.
 //! The rules (gap, user view, call state) are the domain's.
 
+mod console;
 mod docs;
 mod feed;
 mod indexes;
@@ -50,7 +52,8 @@ use super::{FeedItem, Store, StoreError, StoreResult};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::{
     history_gap, AttemptResult, CallRecord, Control, Delivery, Endpoint, EndpointStats, EventBody,
-    EventsPage, Ingest, IngestOutcome, Presence, Role, Status, StoredEvent, User, UserView,
+    EventsPage, Ingest, IngestOutcome, Presence, Role, Status, StoredEvent, User, UserSummary,
+    UserView,
 };
 
 /// Presence documents not refreshed for this long belong to a dead process
@@ -559,6 +562,14 @@ impl Store for MongoStore {
         let presence = self.presence_of(id, &state).await?;
         let calls = self.open_calls_of(id).await?;
         Ok(Some(UserView::assemble(user, presence, status, &calls)))
+    }
+
+    async fn list_user_summaries(&self, limit: usize) -> StoreResult<Vec<UserSummary>> {
+        self.user_summaries(limit).await
+    }
+
+    async fn active_call_records(&self, limit: usize) -> StoreResult<Vec<CallRecord>> {
+        self.live_call_records(limit).await
     }
 
     fn command_counter(&self) -> Option<Counter> {
