@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::domain::RecoveryBoard;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -37,6 +38,12 @@ pub struct App {
     /// Every task the daemon spawns (connections, sessions, webhook
     /// processing), so shutdown can wait for them, bounded.
     pub tracker: TaskTracker,
+    /// Telnyx's REST API (recovery, call actions); `None` without a key.
+    pub telnyx: Option<Arc<crate::telnyx::api::Client>>,
+    /// Recovery of missed webhooks: its state and the way to ask for a run.
+    pub recovery: RecoveryBoard,
+    /// Unique per process: the owner of leases this process takes.
+    pub instance_id: String,
     /// Telnyx event ids being ingested by this process right now, with
     /// where their outcome will be published (`webhook::InFlight`).
     pub in_flight: std::sync::Mutex<
@@ -60,6 +67,8 @@ impl App {
         let auth = Authenticator::new(&config.jwt);
         let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
         let metrics = Metrics::default().with_store_commands(store.command_counter());
+        let telnyx = crate::telnyx::api::Client::new(&config.telnyx_api).map(Arc::new);
+        let recovery = RecoveryBoard::new(config.recovery.is_some());
         Arc::new(App {
             config,
             store,
@@ -68,6 +77,9 @@ impl App {
             auth,
             metrics,
             started: Instant::now(),
+            telnyx,
+            recovery,
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             in_flight: Default::default(),

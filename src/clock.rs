@@ -26,3 +26,9 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.format(&Rfc3339).unwrap_or_default()
 }
+
+/// RFC 3339 text → ms since the epoch (rounded down).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let nanos = OffsetDateTime::parse(s, &Rfc3339).ok()?.unix_timestamp_nanos();
+    i64::try_from(nanos.div_euclid(1_000_000)).ok()
+}

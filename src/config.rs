@@ -54,6 +54,11 @@ pub const KEYS: &[&str] = &[
     "messages",
     "client_signing",
     "outbound_retry_schedule",
+    "telnyx_api_key",
+    "telnyx_api_url",
+    "recovery",
+    "recovery_interval",
+    "recovery_lookback",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,7 +158,49 @@ pub struct Config {
     /// `CALLBRIDGE_OUTBOUND_RETRY_SCHEDULE` (contract §10): the delays
     /// between attempts; one attempt more than delays.
     pub outbound_retry_schedule: Vec<Duration>,
+    /// `CALLBRIDGE_TELNYX_API_KEY` / `_URL` (contract §13, §14).
+    pub telnyx_api: TelnyxApiSettings,
+    /// `CALLBRIDGE_RECOVERY*` (contract §13); `None`: off.
+    pub recovery: Option<RecoverySettings>,
     pub dev: bool,
+}
+
+/// A Telnyx API key: only [`ApiKey::expose`] shows it (to build the
+/// `Authorization` header); `Debug` does not.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Where and as whom callbridge calls Telnyx's REST API.
+#[derive(Debug, Clone)]
+pub struct TelnyxApiSettings {
+    /// Unset: recovery and call actions are off.
+    pub key: Option<ApiKey>,
+    /// Base URL, e.g. `https://api.telnyx.com/v2` (no trailing `/`).
+    pub url: String,
+}
+
+/// Contract §2/§13 default of `CALLBRIDGE_TELNYX_API_URL`.
+pub const DEFAULT_TELNYX_API_URL: &str = "https://api.telnyx.com/v2";
+
+/// Recovery of missed webhooks from Telnyx's delivery log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// Time between runs.
+    pub interval: Duration,
+    /// How far back the first run ever reads.
+    pub lookback: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -167,6 +214,8 @@ impl std::fmt::Debug for Config {
             .field("unrouted", &self.unrouted)
             .field("messages", &self.messages)
             .field("client_signing", &self.client_signing)
+            .field("telnyx_api", &self.telnyx_api)
+            .field("recovery", &self.recovery)
             .field("dev", &self.dev)
             .finish_non_exhaustive()
     }
@@ -338,6 +387,8 @@ impl Config {
             messages: p.messages(),
             client_signing: p.client_signing(),
             outbound_retry_schedule: p.retry_schedule(),
+            telnyx_api: p.telnyx_api(),
+            recovery: p.recovery(),
             dev,
         };
         if p.errors.is_empty() {
@@ -376,6 +427,25 @@ pub fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
         return Err("at most 20 delays".into());
     }
     Ok(out)
+}
+
+/// One duration: `N` followed by `s`, `m`, `h` or `d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let bad = || format!("`{raw}` is not a duration such as 30s, 5m, 24h or 7d");
+    let cut = raw.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = raw.split_at(cut);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 /// Reads one setting at a time, collecting every problem instead of stopping
@@ -611,6 +681,67 @@ impl Parser<'_> {
         }
     }
 
+    /// The key (no spaces: it goes into a header) and the base URL:
+    /// `https://`, or `http://` to a loopback address (a stand-in).
+    fn telnyx_api(&mut self) -> TelnyxApiSettings {
+        let key = self.src.get("telnyx_api_key").map(|k| {
+            if k.contains(char::is_whitespace) || !k.is_ascii() {
+                self.invalid("telnyx_api_key", "must not contain spaces (it is sent in a header)");
+            }
+            ApiKey(k.to_string())
+        });
+        let url = self
+            .src
+            .get("telnyx_api_url")
+            .unwrap_or(DEFAULT_TELNYX_API_URL)
+            .trim_end_matches('/')
+            .to_string();
+        if let Err(reason) = check_api_url(&url) {
+            self.invalid("telnyx_api_url", reason);
+        }
+        TelnyxApiSettings { key, url }
+    }
+
+    /// On by default when the API key is set; `on` without a key is a mistake.
+    fn recovery(&mut self) -> Option<RecoverySettings> {
+        let has_key = self.src.get("telnyx_api_key").is_some();
+        let on = match self.src.get("recovery").map(|s| s.to_ascii_lowercase()) {
+            None => has_key,
+            Some(s) if matches!(s.as_str(), "on" | "true" | "1" | "yes") => {
+                if !has_key {
+                    self.invalid("recovery", "`on` needs CALLBRIDGE_TELNYX_API_KEY");
+                }
+                true
+            }
+            Some(s) if matches!(s.as_str(), "off" | "false" | "0" | "no") => false,
+            Some(s) => {
+                self.invalid("recovery", format!("`{s}` is not one of on, off"));
+                false
+            }
+        };
+        // Telnyx retries for about a minute: a run more often than every
+        // 10 s finds nothing new; the log is not kept for months.
+        let interval = self.duration("recovery_interval", "5m", 10, 24 * 3600);
+        let lookback = self.duration("recovery_lookback", "24h", 60, 30 * 86_400);
+        on.then_some(RecoverySettings { interval, lookback })
+    }
+
+    fn duration(&mut self, key: &str, default: &str, min_secs: u64, max_secs: u64) -> Duration {
+        let raw = self.src.get(key).unwrap_or(default).to_string();
+        match parse_duration(&raw) {
+            Ok(d) if (min_secs..=max_secs).contains(&d.as_secs()) => d,
+            Ok(_) => {
+                let reason = format!("must be between {min_secs}s and {}h", max_secs / 3600);
+                self.invalid(key, reason);
+                parse_duration(default).expect("defaults parse")
+            }
+            Err(reason) => {
+                self.invalid(key, reason);
+                parse_duration(default).expect("defaults parse")
+            }
+        }
+    }
+
     fn client_signing(&mut self) -> SigningMode {
         match self
             .src
@@ -672,6 +803,28 @@ fn load_pem_text(raw: &str) -> Result<String, String> {
         return Ok(raw.replace("\\n", "\n"));
     }
     std::fs::read_to_string(raw).map_err(|e| format!("neither PEM text nor a readable file ({e})"))
+}
+
+/// `https://…`, or `http://` to a loopback address (tests' stand-ins).
+pub fn check_api_url(url: &str) -> Result<(), String> {
+    let uri: warp::http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a URL"))?;
+    let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err("http:// is allowed only to a loopback address".into()),
+        _ => Err(format!("`{url}` is not an https:// URL")),
+    }
+}
+
+/// `localhost` or a loopback IP address.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Origins compare case-insensitively, ignoring surrounding space and a trailing `/`.

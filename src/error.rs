@@ -6,6 +6,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::domain::RunFailure;
 use crate::store::StoreError;
 use crate::telnyx::{EnvelopeError, VerifyError};
 use crate::tls::TlsError;
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// The new certificate did not load; the previous one stays in service.
     #[error("{0}; the previous certificate stays in service")]
     ReloadRefused(#[from] TlsError),
+    /// A recovery run asked for through the admin API did not complete.
+    #[error(transparent)]
+    Recovery(#[from] RunFailure),
     /// Every console stream slot is taken (`app::MAX_CONSOLE_STREAMS`).
     #[error("{0} console streams are open already: close one (another tab?) and retry")]
     TooManyStreams(usize),
@@ -53,6 +57,10 @@ impl ApiError {
             ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ReloadRefused(_) => StatusCode::CONFLICT,
+            // Contract §13: 409 when recovery is off (or busy elsewhere),
+            // 503 when the API refuses or the store is away.
+            ApiError::Recovery(RunFailure::Off | RunFailure::Busy) => StatusCode::CONFLICT,
+            ApiError::Recovery(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -76,6 +84,14 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting-down",
             ApiError::ReloadRefused(_) => "reload-refused",
             ApiError::TooManyStreams(_) => "too-many-streams",
+            ApiError::Recovery(f) => match f {
+                RunFailure::Off => "recovery-off",
+                RunFailure::Busy => "recovery-busy",
+                RunFailure::Unauthorized(_) => "telnyx-unauthorized",
+                RunFailure::Unavailable(_) => "telnyx-unavailable",
+                RunFailure::Store(_) => "store-unavailable",
+                RunFailure::ShuttingDown => "shutting-down",
+            },
         }
     }
 
@@ -86,7 +102,9 @@ impl ApiError {
             ApiError::Store(StoreError::Timeout(_)) => {
                 "the store did not answer in time; retry later".into()
             }
-            ApiError::Store(_) => "the store is unavailable; retry later".into(),
+            ApiError::Store(_) | ApiError::Recovery(RunFailure::Store(_)) => {
+                "the store is unavailable; retry later".into()
+            }
             other => other.to_string(),
         }
     }

@@ -35,6 +35,11 @@ pub struct EndpointOutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: &'static str,
 }
@@ -67,6 +72,12 @@ pub struct Metrics {
     pub messages: Family<OutcomeLabel, Counter>,
     /// §9 signed-message refusals by reason (the `error` code).
     pub signature_failures: Family<ReasonLabel, Counter>,
+    /// Recovery runs by outcome (ok, failed, unauthorized, busy).
+    pub recovery_runs: Family<OutcomeLabel, Counter>,
+    /// Recovered deliveries by result (ingested, duplicate, skipped).
+    pub recovered_events: Family<ResultLabel, Counter>,
+    /// When a recovery run last completed, Unix seconds.
+    pub recovery_last_success: Gauge,
     /// Outbound attempts by endpoint and outcome (delivered, retry, failed).
     pub outbound_attempts: Family<EndpointOutcomeLabel, Counter>,
     pub outbound_enqueued: Counter,
@@ -108,6 +119,9 @@ impl Default for Metrics {
             tls_reload_failures: Counter::default(),
             messages: Family::default(),
             signature_failures: Family::default(),
+            recovery_runs: Family::default(),
+            recovered_events: Family::default(),
+            recovery_last_success: Gauge::default(),
             outbound_attempts: Family::default(),
             outbound_enqueued: Counter::default(),
             outbound_latency: Histogram::new(seconds_buckets()),
@@ -121,6 +135,7 @@ impl Default for Metrics {
         m.register_tls();
         m.register_messages();
         m.register_outbound();
+        m.register_recovery();
         m
     }
 }
@@ -247,6 +262,26 @@ impl Metrics {
         );
     }
 
+    /// Contract §13's names.
+    fn register_recovery(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "recovery_runs",
+            "Recovery runs (Telnyx delivery log) by outcome",
+            self.recovery_runs.clone(),
+        );
+        r.register(
+            "recovered_events",
+            "Failed Telnyx deliveries read by recovery, by result: ingested, duplicate, skipped",
+            self.recovered_events.clone(),
+        );
+        r.register(
+            "recovery_last_success_timestamp_seconds",
+            "When a recovery run last completed (Unix seconds)",
+            self.recovery_last_success.clone(),
+        );
+    }
+
     fn register_tls(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -315,6 +350,18 @@ impl Metrics {
         self.signature_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    pub fn recovery_run(&self, outcome: &'static str) {
+        self.recovery_runs
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub fn recovered(&self, result: &'static str, n: u64) {
+        self.recovered_events
+            .get_or_create(&ResultLabel { result })
+            .inc_by(n);
     }
 
     pub fn routed(&self, rule: &'static str) {
@@ -392,6 +439,9 @@ mod tests {
             "outbound_enqueued",
             "outbound_attempt_latency_seconds",
             "outbound_queue_depth",
+            "recovery_runs",
+            "recovered_events",
+            "recovery_last_success_timestamp_seconds",
         ];
         assert_eq!(names, want, "{text}");
     }

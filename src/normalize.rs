@@ -337,11 +337,7 @@ fn parse(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
-/// RFC 3339 text → ms since the epoch (rounded down).
-fn parse_ms(s: &str) -> Option<i64> {
-    let nanos = parse(s)?.unix_timestamp_nanos();
-    i64::try_from(nanos.div_euclid(1_000_000)).ok()
-}
+use crate::clock::parse_rfc3339_ms as parse_ms;
 
 /// Whole seconds from `start_time` to `end_time`, rounded down; only when
 /// both are RFC 3339 strings and the end is not before the start.

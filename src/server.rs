@@ -106,6 +106,7 @@ pub async fn run(
     spawn_rates(&app);
     spawn_feed(&app);
     crate::outbound::spawn(&app);
+    crate::recovery::spawn(&app);
     crate::reload::spawn(&app);
     crate::systemd::spawn_watchdog(&app.shutdown, &app.tracker);
     // The listener is bound (the caller did it) and the store answered

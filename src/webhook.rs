@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::normalize::{normalize, Normalized};
 use crate::routing::{self, mask_phone, Rule};
 use crate::store::StoreError;
+use crate::telnyx::Envelope;
 
 /// Largest webhook body accepted (contract §3: 413 above 1 MiB).
 pub const MAX_BODY: usize = 1 << 20;
@@ -48,9 +49,22 @@ pub async fn handle(
         .verifier
         .verify(signature, timestamp, body, now.div_euclid(1000))?;
     let envelope = verified.parse()?;
-    let ev = normalize(&envelope, now);
     app.metrics.events_received.inc();
+    accept(app, normalize(&envelope, now), received).await
+}
 
+/// An event Telnyx's delivery log says was never delivered (contract §13):
+/// the same path as a verified webhook from normalization on, its `data`
+/// marked `"recovered": true`. The API's TLS and key are its proof.
+pub async fn recovered(app: &Arc<App>, envelope: &Envelope) -> Result<Ack, ApiError> {
+    let mut ev = normalize(envelope, now_ms());
+    ev.data.insert("recovered".into(), Value::Bool(true));
+    accept(app, ev, Instant::now()).await
+}
+
+/// Route, store and fan out one normalized event, once per event id in
+/// this process, bounded by the store timeout.
+async fn accept(app: &Arc<App>, ev: Normalized, received: Instant) -> Result<Ack, ApiError> {
     let span = tracing::info_span!(
         "webhook",
         id = %ev.id,

@@ -2,7 +2,6 @@
 //! (`POST`, answers the secret), list, read with stats, change (`PATCH`),
 //! delete, read the secret, and the last attempts.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -127,16 +126,7 @@ fn check_url(url: &str) -> Result<()> {
     };
     match uri.scheme_str() {
         Some("https") => Ok(()),
-        Some("http") => {
-            let host = host.trim_matches(['[', ']']);
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if loopback {
-                Ok(())
-            } else {
-                bad("must be https:// (http:// only to a loopback address)")
-            }
-        }
+        Some("http") if crate::config::is_loopback(host.trim_matches(['[', ']'])) => Ok(()),
         _ => bad("must be https:// (http:// only to a loopback address)"),
     }
 }

@@ -4,6 +4,7 @@
 //! `POST /api/users/{id}/revoke`), [`broadcast`] (`POST /api/broadcast`),
 //! [`status`] (`GET /api/status`), [`endpoints`] (`/api/endpoints…`,
 //! outbound webhooks), [`reload`] (`POST /api/reload`, the certificate),
+//! [`recover`] (`POST /api/recover`, missed webhooks from Telnyx's log),
 //! [`console`] (`GET /api/console/stream`, the console's live data).
 //!
 //! The token is checked before anything else, so without it nothing about
@@ -13,6 +14,7 @@
 mod broadcast;
 mod console;
 mod endpoints;
+mod recover;
 mod reload;
 mod status;
 mod users;
@@ -48,6 +50,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .or(status::get(app.clone()))
         .unify()
         .or(reload::post(app.clone()))
+        .unify()
+        .or(recover::post(app.clone()))
         .unify()
         .or(endpoints::routes(app.clone()))
         .unify()
@@ -100,7 +104,9 @@ fn unmatched() -> impl Filter<Extract = (Response,), Error = std::convert::Infal
             let allowed: &[Method] = match parts.as_slice() {
                 ["status"] => &[Method::GET],
                 ["users", _] => &[Method::PUT, Method::GET, Method::DELETE],
-                ["users", _, "revoke"] | ["broadcast"] | ["reload"] => &[Method::POST],
+                ["users", _, "revoke"] | ["broadcast"] | ["reload"] | ["recover"] => {
+                    &[Method::POST]
+                }
                 ["endpoints"] => &[Method::GET, Method::POST],
                 ["endpoints", _] => &[Method::GET, Method::PATCH, Method::DELETE],
                 ["endpoints", _, "secret" | "attempts"] => &[Method::GET],

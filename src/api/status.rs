@@ -32,19 +32,13 @@ fn body(app: &App) -> Value {
             "delivered": m.events_delivered.get(),
             "duplicate": m.events_duplicate.get(),
             "unrouted": m.events_unrouted.get(),
-        }
+        },
+        "recovery": recovery(app),
     })
 }
 
 /// The recovery state of §13 (`/api/status`'s `recovery`, the console's
-/// panel). Recovery does not exist yet: it is off. The issue that adds it
-/// replaces this function's body with the real state.
-pub(super) fn recovery(_app: &App) -> Value {
-    json!({
-        "state": "off",
-        "lastRunAt": null,
-        "lastSuccessAt": null,
-        "checkpoint": null,
-        "lastError": null,
-    })
+/// panel): this instance's view of it.
+pub(super) fn recovery(app: &App) -> Value {
+    serde_json::to_value(app.recovery.view()).unwrap_or(Value::Null)
 }

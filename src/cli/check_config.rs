@@ -35,10 +35,49 @@ async fn check_config(file: Option<&Path>, dev: bool) -> CliResult {
     match &config.mongodb_uri {
         None => {
             println!("ok: store: embedded in-memory (CALLBRIDGE_MONGODB_URI not set; nothing survives a restart)");
-            Ok(())
         }
-        Some(uri) => check_mongodb(&config, uri).await,
+        Some(uri) => check_mongodb(&config, uri).await?,
     }
+    check_telnyx_api(&config).await
+}
+
+/// Whether the Telnyx API key works (one cheap authenticated request: a
+/// page of one failed delivery), and what recovery will do.
+async fn check_telnyx_api(config: &Config) -> CliResult {
+    let Some(client) = crate::telnyx::api::Client::new(&config.telnyx_api) else {
+        println!(
+            "note: CALLBRIDGE_TELNYX_API_KEY is not set: recovery of missed webhooks \
+             and call actions are off"
+        );
+        return Ok(());
+    };
+    let since = crate::clock::rfc3339_ms(crate::clock::now_ms() - 3_600_000);
+    let q = crate::telnyx::api::deliveries::FailedSince {
+        finished_gte: &since,
+        page_number: 1,
+        page_size: 1,
+    };
+    match client.failed_deliveries(&q).await {
+        Ok(page) => println!(
+            "ok: Telnyx API key works ({}; {} failed deliveries in the last hour)",
+            client.base(),
+            page.meta.total_results.map_or("?".into(), |n| n.to_string())
+        ),
+        Err(e @ crate::telnyx::api::TelnyxError::Unauthorized { .. }) => {
+            return Err(CliError::usage(format!("CALLBRIDGE_TELNYX_API_KEY: {e}")))
+        }
+        Err(e) => return Err(CliError::runtime(format!("{}: {e}", client.base()))),
+    }
+    match config.recovery {
+        Some(r) => println!(
+            "ok: recovery on: every {}s, from the stored checkpoint (less 10 min), \
+             or {}h back on the first run ever",
+            r.interval.as_secs(),
+            r.lookback.as_secs() / 3600
+        ),
+        None => println!("note: recovery off (CALLBRIDGE_RECOVERY=off)"),
+    }
+    Ok(())
 }
 
 /// `check-config`: the store answers, and whether its indexes exist yet.

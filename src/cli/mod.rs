@@ -10,6 +10,7 @@ mod check_config;
 mod endpoints;
 mod keygen;
 mod listen;
+mod recover;
 mod reload;
 mod serve;
 mod simulate;
@@ -112,6 +113,7 @@ pub enum Command {
     VerifyWebhook(verify_webhook::VerifyWebhook),
     Endpoints(endpoints::Endpoints),
     Reload(reload::Reload),
+    Recover(recover::Recover),
 }
 
 pub fn main() -> i32 {
@@ -165,6 +167,7 @@ async fn dispatch(cmd: Command) -> CliResult {
         Command::VerifyWebhook(c) => c.run(),
         Command::Endpoints(c) => c.run().await,
         Command::Reload(c) => c.run().await,
+        Command::Recover(c) => c.run().await,
     }
 }
 

@@ -7,6 +7,7 @@ mod call;
 mod control;
 mod endpoint;
 mod event;
+mod recovery;
 mod user;
 
 pub use call::{
@@ -16,6 +17,9 @@ pub use call::{
 pub use control::Control;
 pub use endpoint::{
     after_attempt, Attempt, AttemptResult, Delivery, DeliveryStatus, Endpoint, EndpointStats,
+};
+pub use recovery::{
+    window_start, RecoveryBoard, RecoveryState, RecoveryView, RunFailure, RunReport, RunRequest,
 };
 pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use user::{Presence, Role, Status, User, UserSummary, UserView};

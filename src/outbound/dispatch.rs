@@ -13,7 +13,8 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::{http, signature};
+use super::signature;
+use crate::httpc::{self, Pool};
 use crate::app::App;
 use crate::clock::{now_ms, now_secs};
 use crate::domain::{after_attempt, Attempt, Delivery, DeliveryStatus, Endpoint};
@@ -44,10 +45,8 @@ const WARN_EVERY: u32 = 50;
 /// What the dispatcher keeps for its attempts: the HTTP client and the
 /// failure counts behind the "keeps failing" warning.
 struct Sender {
-    /// Web PKI roots, rustls on aws-lc-rs.
-    tls: Arc<rustls::ClientConfig>,
-    /// Keep-alive connections to the endpoints.
-    pool: http::Pool,
+    /// Keep-alive connections to the endpoints (web PKI roots).
+    pool: Pool,
     /// Consecutive failures per endpoint.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -55,8 +54,7 @@ struct Sender {
 impl Sender {
     fn new() -> Self {
         Sender {
-            tls: crate::tls::client_config(None).expect("the built-in roots load"),
-            pool: http::Pool::default(),
+            pool: Pool::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -196,9 +194,15 @@ async fn send(sender: &Sender, ep: &Endpoint, d: &Delivery) -> Result<u16, Strin
         ("webhook-timestamp", ts.to_string()),
         ("webhook-signature", sig),
     ];
-    let body = Bytes::copy_from_slice(d.body.as_bytes());
-    let tls = sender.tls.clone();
-    sender.pool.post(&ep.url, &headers, body, tls).await
+    let call = httpc::Call {
+        method: warp::http::Method::POST,
+        url: &ep.url,
+        headers: &headers,
+        body: Bytes::copy_from_slice(d.body.as_bytes()),
+        answer: httpc::Body::Discard,
+    };
+    let answer = sender.pool.send(call).await.map_err(|e| e.to_string())?;
+    Ok(answer.status)
 }
 
 /// Whether this count of consecutive failures deserves a warning.

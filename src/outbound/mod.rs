@@ -10,7 +10,6 @@
 //! instance, each delivery claimed by one at a time.
 
 pub mod dispatch;
-pub mod http;
 pub mod signature;
 
 use std::sync::Arc;

@@ -44,6 +44,16 @@ struct State {
     /// without walking a day of ended calls.
     live_calls: HashSet<String>,
     outbound: Outbound,
+    recovery: RecoveryLease,
+}
+
+/// The recovery checkpoint and who runs recovery (one process here, but
+/// the same rules as on MongoDB).
+#[derive(Default)]
+struct RecoveryLease {
+    checkpoint_ms: Option<i64>,
+    owner: Option<String>,
+    until_ms: i64,
 }
 
 #[derive(Default)]
@@ -372,6 +382,34 @@ impl Store for MemoryStore {
 
     async fn pending_deliveries(&self) -> StoreResult<u64> {
         Ok(self.lock().outbound.pending())
+    }
+
+    async fn recovery_checkpoint(&self) -> StoreResult<Option<i64>> {
+        Ok(self.lock().recovery.checkpoint_ms)
+    }
+
+    async fn claim_recovery(&self, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        let r = &mut self.lock().recovery;
+        let free = r.until_ms <= now_ms || r.owner.as_deref() == Some(owner);
+        if free {
+            r.owner = Some(owner.to_string());
+            r.until_ms = until_ms;
+        }
+        Ok(free)
+    }
+
+    async fn finish_recovery(&self, owner: &str, checkpoint: Option<i64>) -> StoreResult<()> {
+        let r = &mut self.lock().recovery;
+        // As on MongoDB: only the lease's holder releases it and moves the
+        // checkpoint (a run that lost its lease stores nothing).
+        if r.owner.as_deref() != Some(owner) {
+            return Ok(());
+        }
+        r.until_ms = 0;
+        if let Some(c) = checkpoint {
+            r.checkpoint_ms = Some(r.checkpoint_ms.map_or(c, |old| old.max(c)));
+        }
+        Ok(())
     }
 
     async fn last_seq(&self, user: &str) -> StoreResult<u64> {

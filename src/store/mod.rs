@@ -127,6 +127,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries pending across all endpoints (the queue depth metric).
     async fn pending_deliveries(&self) -> StoreResult<u64>;
 
+    // ---- recovery of missed webhooks (contract §13)
+    /// The latest `finished_at` (ms since the epoch) a recovery run fully
+    /// ingested; `None` before the first complete run.
+    async fn recovery_checkpoint(&self) -> StoreResult<Option<i64>>;
+    /// Take the recovery lease for `owner` until `until_ms`, or extend it
+    /// when `owner` holds it; false while another owner's lease has not run
+    /// out (with MongoDB, one instance recovers at a time).
+    async fn claim_recovery(&self, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool>;
+    /// Release `owner`'s lease; with `checkpoint`, advance the checkpoint
+    /// to it (never backwards).
+    async fn finish_recovery(&self, owner: &str, checkpoint: Option<i64>) -> StoreResult<()>;
+
     /// Commands this store sends to its server, counted as they start
     /// (`None`: an embedded store sends none).
     fn command_counter(&self) -> Option<prometheus_client::metrics::counter::Counter> {

@@ -27,6 +27,7 @@ mod feed;
 mod indexes;
 mod ingest;
 mod outbound;
+mod recovery;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -479,6 +480,18 @@ impl Store for MongoStore {
 
     async fn pending_deliveries(&self) -> StoreResult<u64> {
         self.pending_count().await
+    }
+
+    async fn recovery_checkpoint(&self) -> StoreResult<Option<i64>> {
+        self.checkpoint().await
+    }
+
+    async fn claim_recovery(&self, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        self.claim_lease(owner, now_ms, until_ms).await
+    }
+
+    async fn finish_recovery(&self, owner: &str, checkpoint: Option<i64>) -> StoreResult<()> {
+        self.release_lease(owner, checkpoint).await
     }
 
     async fn events_since(&self, user: &str, since: u64, limit: usize) -> StoreResult<EventsPage> {

@@ -1,10 +1,13 @@
-//! Telnyx webhook verification and the envelope it carries.
+//! Telnyx: webhook verification and the envelope it carries (here), and
+//! the REST API v2 client ([`api`]).
 //!
 //! Verify, then parse: the signature is checked over the raw bytes exactly as
 //! received (`{telnyx-timestamp}|{body}`), before any parsing, and only a
 //! [`Verified`] body — which only [`Verifier::verify`] can construct — can be
 //! parsed into an [`Envelope`]. A request that is both unsigned and malformed
 //! therefore answers 401, never 400.
+
+pub mod api;
 
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
@@ -187,7 +190,9 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, V
 }
 
 impl Envelope {
-    fn check(&self) -> Result<(), EnvelopeError> {
+    /// The shape rules every event must pass, whether it came as a webhook
+    /// or from the delivery log.
+    pub fn check(&self) -> Result<(), EnvelopeError> {
         let bad = |m: &str| Err(EnvelopeError::NotEnvelope(m.to_string()));
         let d = &self.data;
         // Ids end up in store keys and log fields: keep them short and printable.
