@@ -6,13 +6,18 @@
 # deployment scripts.
 #
 # MongoDB is SecantusDB (pinned, installed into .venv by scripts/secantus.sh),
-# started here on a free loopback port and stopped on exit.
+# started here on a free loopback port and stopped on exit. The official
+# Telnyx SDK (pinned, scripts/telnyx-sdk.sh) goes into the same .venv.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECANTUSD="$(scripts/secantus.sh)"
 export CALLBRIDGE_TEST_SECANTUSD="$SECANTUSD"
+# The official Telnyx SDK (pinned, same virtualenv): tests/telnyx_sdk_check.py
+# checks the tests' Telnyx API stand-in with it (tests/it/telnyx_standin.rs).
+TELNYX_PYTHON="$(scripts/telnyx-sdk.sh)"
+export CALLBRIDGE_TEST_TELNYX_PYTHON="$TELNYX_PYTHON"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp -t secantus.XXXXXX.log)"

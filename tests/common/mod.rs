@@ -8,6 +8,7 @@ pub mod mongo;
 pub mod process;
 pub mod receiver;
 pub mod sse;
+pub mod telnyx_api;
 
 #[allow(unused_imports)]
 pub use mongo::{mongo_required, mongo_uri};

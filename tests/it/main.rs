@@ -28,6 +28,7 @@ mod routing;
 mod signing;
 mod smoke;
 mod store_conformance;
+mod telnyx_standin;
 mod webhooks;
 mod ws_auth;
 mod ws_protocol;
