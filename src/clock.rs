@@ -29,6 +29,8 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 /// RFC 3339 text → ms since the epoch (rounded down).
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let nanos = OffsetDateTime::parse(s, &Rfc3339).ok()?.unix_timestamp_nanos();
+    let nanos = OffsetDateTime::parse(s, &Rfc3339)
+        .ok()?
+        .unix_timestamp_nanos();
     i64::try_from(nanos.div_euclid(1_000_000)).ok()
 }

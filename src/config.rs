@@ -686,7 +686,10 @@ impl Parser<'_> {
     fn telnyx_api(&mut self) -> TelnyxApiSettings {
         let key = self.src.get("telnyx_api_key").map(|k| {
             if k.contains(char::is_whitespace) || !k.is_ascii() {
-                self.invalid("telnyx_api_key", "must not contain spaces (it is sent in a header)");
+                self.invalid(
+                    "telnyx_api_key",
+                    "must not contain spaces (it is sent in a header)",
+                );
             }
             ApiKey(k.to_string())
         });
@@ -807,9 +810,7 @@ fn load_pem_text(raw: &str) -> Result<String, String> {
 
 /// `https://…`, or `http://` to a loopback address (tests' stand-ins).
 pub fn check_api_url(url: &str) -> Result<(), String> {
-    let uri: warp::http::Uri = url
-        .parse()
-        .map_err(|_| format!("`{url}` is not a URL"))?;
+    let uri: warp::http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
     let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
@@ -874,6 +875,63 @@ mod tests {
         assert_eq!(c.history, Duration::from_secs(24 * 3600));
         assert_eq!(c.store_timeout, Duration::from_secs(5));
         assert_eq!(c.data_dir, PathBuf::from("./callbridge-dev"));
+    }
+
+    #[test]
+    fn telnyx_api_and_recovery_settings() {
+        let c = load(&base()).unwrap();
+        assert!(c.telnyx_api.key.is_none());
+        assert_eq!(c.telnyx_api.url, DEFAULT_TELNYX_API_URL);
+        assert_eq!(c.recovery, None, "off without a key");
+
+        let mut with_key = base();
+        with_key.push(("CALLBRIDGE_TELNYX_API_KEY", "KEY0123456789secret".into()));
+        let c = load(&with_key).unwrap();
+        let r = c.recovery.expect("on by default with a key");
+        assert_eq!(r.interval, Duration::from_secs(300));
+        assert_eq!(r.lookback, Duration::from_secs(24 * 3600));
+        assert!(
+            !format!("{c:?}").contains("KEY0123456789secret"),
+            "the key is never formatted"
+        );
+
+        let mut custom = with_key.clone();
+        custom.push(("CALLBRIDGE_TELNYX_API_URL", "http://127.0.0.1:9/v2/".into()));
+        custom.push(("CALLBRIDGE_RECOVERY_INTERVAL", "30s".into()));
+        custom.push(("CALLBRIDGE_RECOVERY_LOOKBACK", "2d".into()));
+        let c = load(&custom).unwrap();
+        assert_eq!(c.telnyx_api.url, "http://127.0.0.1:9/v2");
+        let r = c.recovery.unwrap();
+        assert_eq!((r.interval.as_secs(), r.lookback.as_secs()), (30, 172_800));
+
+        let mut off = with_key;
+        off.push(("CALLBRIDGE_RECOVERY", "off".into()));
+        assert_eq!(load(&off).unwrap().recovery, None);
+    }
+
+    #[test]
+    fn bad_telnyx_api_settings_name_their_variable() {
+        for (var, value) in [
+            ("CALLBRIDGE_TELNYX_API_URL", "http://api.telnyx.com/v2"),
+            ("CALLBRIDGE_TELNYX_API_URL", "ftp://x"),
+            ("CALLBRIDGE_RECOVERY", "maybe"),
+            ("CALLBRIDGE_RECOVERY", "on"),
+            ("CALLBRIDGE_RECOVERY_INTERVAL", "1s"),
+            ("CALLBRIDGE_RECOVERY_INTERVAL", "5 minutes"),
+            ("CALLBRIDGE_RECOVERY_LOOKBACK", "90d"),
+        ] {
+            let mut pairs = base();
+            pairs.push((var, value.into()));
+            let err = load(&pairs).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let mut spaced = base();
+        spaced.push(("CALLBRIDGE_TELNYX_API_KEY", "two words".into()));
+        let err = load(&spaced).unwrap_err().to_string();
+        assert!(
+            err.contains("CALLBRIDGE_TELNYX_API_KEY") && !err.contains("two words"),
+            "{err}"
+        );
     }
 
     #[test]

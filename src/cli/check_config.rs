@@ -61,7 +61,9 @@ async fn check_telnyx_api(config: &Config) -> CliResult {
         Ok(page) => println!(
             "ok: Telnyx API key works ({}; {} failed deliveries in the last hour)",
             client.base(),
-            page.meta.total_results.map_or("?".into(), |n| n.to_string())
+            page.meta
+                .total_results
+                .map_or("?".into(), |n| n.to_string())
         ),
         Err(e @ crate::telnyx::api::TelnyxError::Unauthorized { .. }) => {
             return Err(CliError::usage(format!("CALLBRIDGE_TELNYX_API_KEY: {e}")))

@@ -18,8 +18,8 @@ pub use control::Control;
 pub use endpoint::{
     after_attempt, Attempt, AttemptResult, Delivery, DeliveryStatus, Endpoint, EndpointStats,
 };
+pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use recovery::{
     window_start, RecoveryBoard, RecoveryState, RecoveryView, RunFailure, RunReport, RunRequest,
 };
-pub use event::{history_gap, EventBody, EventsPage, Ingest, IngestOutcome, StoredEvent};
 pub use user::{Presence, Role, Status, User, UserSummary, UserView};

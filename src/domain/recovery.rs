@@ -18,7 +18,12 @@ pub const OVERLAP_MS: i64 = 10 * 60_000;
 /// Where a run starts reading (`filter[finished_at][gte]`, ms): the
 /// operator's `since`, else the checkpoint less the overlap, else (the
 /// first run ever) the lookback.
-pub fn window_start(since: Option<i64>, checkpoint: Option<i64>, now_ms: i64, lookback_ms: i64) -> i64 {
+pub fn window_start(
+    since: Option<i64>,
+    checkpoint: Option<i64>,
+    now_ms: i64,
+    lookback_ms: i64,
+) -> i64 {
     since.unwrap_or_else(|| match checkpoint {
         Some(c) => c - OVERLAP_MS,
         None => now_ms - lookback_ms,
@@ -103,7 +108,11 @@ pub struct RecoveryBoard {
 impl RecoveryBoard {
     pub fn new(on: bool) -> Self {
         let (tx, rx) = mpsc::channel(REQUESTS);
-        let state = if on { RecoveryState::Idle } else { RecoveryState::Off };
+        let state = if on {
+            RecoveryState::Idle
+        } else {
+            RecoveryState::Off
+        };
         RecoveryBoard {
             view: Mutex::new(RecoveryView {
                 state,
@@ -187,7 +196,10 @@ mod tests {
     fn a_run_reads_back_from_the_checkpoint_less_the_overlap() {
         let (now, day) = (1_000_000_000_000, 86_400_000);
         assert_eq!(window_start(None, None, now, day), now - day);
-        assert_eq!(window_start(None, Some(now - 5), now, day), now - 5 - OVERLAP_MS);
+        assert_eq!(
+            window_start(None, Some(now - 5), now, day),
+            now - 5 - OVERLAP_MS
+        );
         assert_eq!(window_start(Some(42), Some(now), now, day), 42);
     }
 

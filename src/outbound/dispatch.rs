@@ -14,10 +14,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::signature;
-use crate::httpc::{self, Pool};
 use crate::app::App;
 use crate::clock::{now_ms, now_secs};
 use crate::domain::{after_attempt, Attempt, Delivery, DeliveryStatus, Endpoint};
+use crate::httpc::{self, Pool};
 use crate::metrics::Metrics;
 use crate::store::{bounded, StoreResult};
 

@@ -23,6 +23,7 @@ mod normalization;
 mod outbound;
 mod outbound_cli;
 mod props;
+mod recovery;
 mod robustness;
 mod routing;
 mod signing;

@@ -13,7 +13,7 @@ use crate::common::process::free_port;
 use crate::common::*;
 use serde_json::json;
 
-struct Db {
+pub(crate) struct Db {
     bin: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
@@ -21,11 +21,11 @@ struct Db {
 }
 
 impl Db {
-    fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?replicaSet=secantus", self.port)
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new(&self.bin)
             .arg("--port")
             .arg(self.port.to_string())
@@ -51,7 +51,7 @@ impl Db {
     /// with w:majority, j:true when killed within ~1 s of the commit (a
     /// plain insert survives), so a crash test would test SecantusDB, not
     /// callbridge. Real MongoDB honours `j:true` for transactions.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -74,7 +74,7 @@ impl Drop for Db {
     }
 }
 
-fn db() -> Option<Db> {
+pub(crate) fn db() -> Option<Db> {
     let bin = secantusd("outage tests")?;
     let port = free_port();
     let mut db = Db {

@@ -830,28 +830,34 @@ async fn mongodb_history_from_before_shared_bodies_still_replays() {
 
 // Recovery of missed webhooks (contract §13): one lease holder at a time,
 // a checkpoint that only its holder moves, and never backwards.
-conformance!(recovery_lease_and_checkpoint, |s: Arc<dyn Store>| async move {
-    let now = 1_800_000_000_000;
-    assert_eq!(s.recovery_checkpoint().await.unwrap(), None);
-    assert!(s.claim_recovery("a", now, now + 60_000).await.unwrap());
-    assert!(!s.claim_recovery("b", now + 1, now + 60_001).await.unwrap(), "a holds it");
-    // The holder extends it.
-    assert!(s.claim_recovery("a", now + 2, now + 120_000).await.unwrap());
-    // Someone else's finish moves nothing and releases nothing.
-    s.finish_recovery("b", Some(now)).await.unwrap();
-    assert_eq!(s.recovery_checkpoint().await.unwrap(), None);
-    assert!(!s.claim_recovery("b", now + 3, now + 60_000).await.unwrap());
-    s.finish_recovery("a", Some(now - 5_000)).await.unwrap();
-    assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
-    // Released: b may run; a failed run of b stores no checkpoint.
-    assert!(s.claim_recovery("b", now + 4, now + 60_000).await.unwrap());
-    s.finish_recovery("b", None).await.unwrap();
-    assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
-    // Never backwards.
-    assert!(s.claim_recovery("a", now + 5, now + 60_000).await.unwrap());
-    s.finish_recovery("a", Some(now - 60_000)).await.unwrap();
-    assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
-    // A lease that ran out is anyone's.
-    assert!(s.claim_recovery("c", now + 6, now + 10).await.unwrap());
-    assert!(s.claim_recovery("d", now + 11, now + 60_000).await.unwrap());
-});
+conformance!(
+    recovery_lease_and_checkpoint,
+    |s: Arc<dyn Store>| async move {
+        let now = 1_800_000_000_000;
+        assert_eq!(s.recovery_checkpoint().await.unwrap(), None);
+        assert!(s.claim_recovery("a", now, now + 60_000).await.unwrap());
+        assert!(
+            !s.claim_recovery("b", now + 1, now + 60_001).await.unwrap(),
+            "a holds it"
+        );
+        // The holder extends it.
+        assert!(s.claim_recovery("a", now + 2, now + 120_000).await.unwrap());
+        // Someone else's finish moves nothing and releases nothing.
+        s.finish_recovery("b", Some(now)).await.unwrap();
+        assert_eq!(s.recovery_checkpoint().await.unwrap(), None);
+        assert!(!s.claim_recovery("b", now + 3, now + 60_000).await.unwrap());
+        s.finish_recovery("a", Some(now - 5_000)).await.unwrap();
+        assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
+        // Released: b may run; a failed run of b stores no checkpoint.
+        assert!(s.claim_recovery("b", now + 4, now + 60_000).await.unwrap());
+        s.finish_recovery("b", None).await.unwrap();
+        assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
+        // Never backwards.
+        assert!(s.claim_recovery("a", now + 5, now + 60_000).await.unwrap());
+        s.finish_recovery("a", Some(now - 60_000)).await.unwrap();
+        assert_eq!(s.recovery_checkpoint().await.unwrap(), Some(now - 5_000));
+        // A lease that ran out is anyone's.
+        assert!(s.claim_recovery("c", now + 6, now + 10).await.unwrap());
+        assert!(s.claim_recovery("d", now + 11, now + 60_000).await.unwrap());
+    }
+);

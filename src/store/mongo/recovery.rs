@@ -22,7 +22,11 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
 impl MongoStore {
     pub(super) async fn checkpoint(&self) -> StoreResult<Option<i64>> {
         let d = self.coll("recovery").find_one(doc! {"_id": ID}).await?;
-        Ok(d.and_then(|d| d.get_datetime("checkpoint").ok().map(|t| t.timestamp_millis())))
+        Ok(d.and_then(|d| {
+            d.get_datetime("checkpoint")
+                .ok()
+                .map(|t| t.timestamp_millis())
+        }))
     }
 
     pub(super) async fn claim_lease(
@@ -50,7 +54,11 @@ impl MongoStore {
         }
     }
 
-    pub(super) async fn release_lease(&self, owner: &str, checkpoint: Option<i64>) -> StoreResult<()> {
+    pub(super) async fn release_lease(
+        &self,
+        owner: &str,
+        checkpoint: Option<i64>,
+    ) -> StoreResult<()> {
         let mut update = doc! {"$set": {"leaseUntil": dt(0)}};
         if let Some(c) = checkpoint {
             // `$max`: a run never moves the checkpoint back.

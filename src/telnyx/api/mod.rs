@@ -176,7 +176,8 @@ fn unreachable(e: &HttpError) -> TelnyxError {
 fn decode<T: DeserializeOwned>(answer: httpc::Answer) -> Result<T, TelnyxError> {
     let status = answer.status;
     if (200..300).contains(&status) {
-        return serde_json::from_slice(&answer.body).map_err(|e| TelnyxError::Decode(e.to_string()));
+        return serde_json::from_slice(&answer.body)
+            .map_err(|e| TelnyxError::Decode(e.to_string()));
     }
     let errors = serde_json::from_slice::<Value>(&answer.body)
         .ok()
@@ -280,7 +281,10 @@ mod tests {
             }) => {
                 assert_eq!(status, 422);
                 assert_eq!(errors[0]["code"], "90018");
-                assert!(summary.starts_with("90018 Call has already ended"), "{summary}");
+                assert!(
+                    summary.starts_with("90018 Call has already ended"),
+                    "{summary}"
+                );
             }
             other => panic!("{other:?}"),
         }
