@@ -51,8 +51,12 @@ fn parse_since(body: &[u8]) -> Result<Option<i64>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let b: RecoverBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("bad recover body: {}", brief(&e))))?;
+    let bad = |why: String| ApiError::BadRequest(format!("bad recover body: {why}"));
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(brief(&e)))?;
+    if !v.is_object() {
+        return Err(bad("not a JSON object".into()));
+    }
+    let b: RecoverBody = serde_json::from_value(v).map_err(|e| bad(brief(&e)))?;
     let Some(raw) = b.since else {
         return Ok(None);
     };

@@ -420,7 +420,11 @@ async fn a_webhook_answered_503_while_mongodb_was_away_is_recovered() {
     // Telnyx tries for its whole (here: 2 s) window, gets 503s, gives up.
     let lost = call_envelope("call.initiated", "v3:away", now());
     let logged = api
-        .play(&WebhookTarget::of(&s), std::slice::from_ref(&lost), &Retries::quick())
+        .play(
+            &WebhookTarget::of(&s),
+            std::slice::from_ref(&lost),
+            &Retries::quick(),
+        )
         .await;
     assert_eq!(logged[0]["status"], "failed", "{}", logged[0]);
     mongo.start();
