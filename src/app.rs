@@ -14,6 +14,7 @@ use crate::domain::RecoveryBoard;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::telnyx::api::calls::CallControl;
 use crate::telnyx::Verifier;
 use crate::tls::CertResolver;
 
@@ -40,6 +41,10 @@ pub struct App {
     pub tracker: TaskTracker,
     /// Telnyx's REST API (recovery, call actions); `None` without a key.
     pub telnyx: Option<Arc<crate::telnyx::api::Client>>,
+    /// Where call actions go (contract §14): Telnyx's API when there is a
+    /// key, the built-in stand-in in `--dev` without one (set once by
+    /// `server::run`), else unset: actions are off.
+    call_control: std::sync::OnceLock<Arc<dyn CallControl>>,
     /// Recovery of missed webhooks: its state and the way to ask for a run.
     pub recovery: RecoveryBoard,
     /// Unique per process: the owner of leases this process takes.
@@ -69,6 +74,10 @@ impl App {
         let metrics = Metrics::default().with_store_commands(store.command_counter());
         let telnyx = crate::telnyx::api::Client::new(&config.telnyx_api).map(Arc::new);
         let recovery = RecoveryBoard::new(config.recovery.is_some());
+        let call_control = std::sync::OnceLock::new();
+        if let Some(c) = &telnyx {
+            let _ = call_control.set(c.clone() as Arc<dyn CallControl>);
+        }
         Arc::new(App {
             config,
             store,
@@ -78,6 +87,7 @@ impl App {
             metrics,
             started: Instant::now(),
             telnyx,
+            call_control,
             recovery,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             shutdown: CancellationToken::new(),
@@ -88,6 +98,17 @@ impl App {
             console_streams: Arc::new(Semaphore::new(MAX_CONSOLE_STREAMS)),
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Where call actions go, when they are on.
+    pub fn call_control(&self) -> Option<&Arc<dyn CallControl>> {
+        self.call_control.get()
+    }
+
+    /// `--dev` without an API key: the built-in stand-in answers actions.
+    /// Ignored when Telnyx's API is set already.
+    pub fn use_call_control(&self, cc: Arc<dyn CallControl>) {
+        let _ = self.call_control.set(cc);
     }
 
     pub fn uptime_secs(&self) -> u64 {

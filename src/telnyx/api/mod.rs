@@ -9,6 +9,7 @@
 //! and never formatted: `Client`'s `Debug` leaves it out, and no error
 //! carries it.
 
+pub mod calls;
 pub mod deliveries;
 
 use std::time::Duration;
