@@ -59,6 +59,9 @@ pub const KEYS: &[&str] = &[
     "recovery",
     "recovery_interval",
     "recovery_lookback",
+    "call_actions",
+    "telnyx_connection_id",
+    "telnyx_from",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +165,13 @@ pub struct Config {
     pub telnyx_api: TelnyxApiSettings,
     /// `CALLBRIDGE_RECOVERY*` (contract §13); `None`: off.
     pub recovery: Option<RecoverySettings>,
+    /// `CALLBRIDGE_CALL_ACTIONS` (contract §14): the actions dialers may
+    /// use; empty: `off`.
+    pub call_actions: Vec<String>,
+    /// `CALLBRIDGE_TELNYX_CONNECTION_ID`: the Call Control app `dial` uses.
+    pub telnyx_connection_id: Option<String>,
+    /// `CALLBRIDGE_TELNYX_FROM`: `dial`'s default caller id (E.164).
+    pub telnyx_from: Option<String>,
     pub dev: bool,
 }
 
@@ -189,6 +199,16 @@ pub struct TelnyxApiSettings {
     pub key: Option<ApiKey>,
     /// Base URL, e.g. `https://api.telnyx.com/v2` (no trailing `/`).
     pub url: String,
+}
+
+/// Contract §14's default `CALLBRIDGE_CALL_ACTIONS`: every action a dialer
+/// may use.
+pub const DEFAULT_CALL_ACTIONS: &str = "answer,hangup,reject,transfer,bridge,send_dtmf,speak,\
+playback_start,playback_stop,record_start,record_stop,record_pause,record_resume,enqueue,\
+leave_queue,dial";
+
+fn s_opt(src: &Sources, key: &str) -> Option<String> {
+    src.get(key).map(str::to_string)
 }
 
 /// Contract §2/§13 default of `CALLBRIDGE_TELNYX_API_URL`.
@@ -389,6 +409,9 @@ impl Config {
             outbound_retry_schedule: p.retry_schedule(),
             telnyx_api: p.telnyx_api(),
             recovery: p.recovery(),
+            call_actions: p.call_actions(),
+            telnyx_connection_id: s_opt(src, "telnyx_connection_id"),
+            telnyx_from: p.telnyx_from(),
             dev,
         };
         if p.errors.is_empty() {
@@ -727,6 +750,38 @@ impl Parser<'_> {
         let interval = self.duration("recovery_interval", "5m", 10, 24 * 3600);
         let lookback = self.duration("recovery_lookback", "24h", 60, 30 * 86_400);
         on.then_some(RecoverySettings { interval, lookback })
+    }
+
+    /// A comma list of action names (Telnyx's, `a-z` and `_`), or `off`.
+    fn call_actions(&mut self) -> Vec<String> {
+        let raw = self
+            .src
+            .get("call_actions")
+            .unwrap_or(DEFAULT_CALL_ACTIONS)
+            .to_ascii_lowercase();
+        if raw.trim() == "off" {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for a in raw.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let ok = a.len() <= 32 && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            if !ok {
+                self.invalid("call_actions", format!("`{a}` is not an action name such as answer"));
+            } else if !out.iter().any(|o| o == a) {
+                out.push(a.to_string());
+            }
+        }
+        out
+    }
+
+    /// E.164, as phone numbers everywhere else.
+    fn telnyx_from(&mut self) -> Option<String> {
+        let raw = self.src.get("telnyx_from")?;
+        let n = crate::routing::normalize_phone(raw);
+        if n.is_none() {
+            self.invalid("telnyx_from", "must be an E.164 number such as +15551230001");
+        }
+        n
     }
 
     fn duration(&mut self, key: &str, default: &str, min_secs: u64, max_secs: u64) -> Duration {

@@ -219,12 +219,24 @@ impl Hub {
             .sum()
     }
 
-    /// Queue a message to the sessions of `users`, or of everyone when `None`.
-    pub fn broadcast(&self, users: Option<&[String]>, frame: Utf8Bytes) -> usize {
+    /// Queue a message to one connection of `user` (the answer to its own
+    /// request); false when it is gone.
+    pub fn send_to_conn(&self, user: &str, conn_id: &str, frame: Utf8Bytes) -> bool {
+        let users = self.read();
+        users
+            .get(user)
+            .and_then(|list| list.iter().find(|e| e.conn_id == conn_id))
+            .is_some_and(|e| push(e, Outbound::Message(Arc::new(frame))))
+    }
+
+    /// Queue a message to the sessions of `users`, or of everyone when
+    /// `None`, but the connection `except`.
+    pub fn broadcast(&self, users: Option<&[String]>, frame: Utf8Bytes, except: Option<&str>) -> usize {
         let frame = Arc::new(frame);
         let map = self.read();
         let send_list = |list: &Vec<Entry>| -> usize {
             list.iter()
+                .filter(|e| Some(e.conn_id.as_str()) != except)
                 .map(|e| push(e, Outbound::Message(frame.clone())) as usize)
                 .sum()
         };
@@ -283,9 +295,15 @@ impl Hub {
     pub fn apply_control(&self, control: &Control) -> usize {
         match control {
             Control::CloseUser { user, code, reason } => self.close_user(user, *code, reason),
-            Control::Broadcast { users, frame } => {
-                self.broadcast(users.as_deref(), Utf8Bytes::from(frame.clone()))
-            }
+            Control::Broadcast {
+                users,
+                frame,
+                except_conn,
+            } => self.broadcast(
+                users.as_deref(),
+                Utf8Bytes::from(frame.clone()),
+                except_conn.as_deref(),
+            ),
         }
     }
 
@@ -420,6 +438,7 @@ mod tests {
         let to_u2 = Control::Broadcast {
             users: Some(vec!["u2".into(), "u2".into(), "nobody".into()]),
             frame: "hello".into(),
+            except_conn: None,
         };
         assert_eq!(hub.apply_control(&to_u2), 1, "u2 once, despite the repeat");
         match rx2.recv().await.unwrap() {
@@ -431,8 +450,9 @@ mod tests {
         let everyone = Control::Broadcast {
             users: None,
             frame: "all".into(),
+            except_conn: Some("b".into()),
         };
-        assert_eq!(hub.apply_control(&everyone), 2);
+        assert_eq!(hub.apply_control(&everyone), 1, "everyone but connection b");
 
         let close = Control::CloseUser {
             user: "u1".into(),

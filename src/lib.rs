@@ -10,6 +10,7 @@
 // Functions fit on a screen: at most 80 lines of code (clippy.toml).
 #![warn(clippy::too_many_lines)]
 
+pub mod actions;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod signing;
 pub mod store;
 pub mod systemd;

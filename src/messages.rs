@@ -172,7 +172,11 @@ async fn check_store_deliver(
 }
 
 /// Who gets a message besides the sender (never the sender).
-async fn recipients(app: &App, sender: &str, target: &Target) -> Result<Vec<String>, MessageError> {
+pub(crate) async fn recipients(
+    app: &App,
+    sender: &str,
+    target: &Target,
+) -> Result<Vec<String>, MessageError> {
     let limit = app.config.store_timeout;
     match target {
         Target::User(to) => {

@@ -35,6 +35,12 @@ pub struct EndpointOutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionOutcomeLabel {
+    pub action: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -78,6 +84,8 @@ pub struct Metrics {
     pub recovered_events: Family<ResultLabel, Counter>,
     /// When a recovery run last completed, Unix seconds.
     pub recovery_last_success: Gauge,
+    /// Call actions (§14) by action and outcome (`ok` or the error code).
+    pub call_actions: Family<ActionOutcomeLabel, Counter>,
     /// Outbound attempts by endpoint and outcome (delivered, retry, failed).
     pub outbound_attempts: Family<EndpointOutcomeLabel, Counter>,
     pub outbound_enqueued: Counter,
@@ -122,6 +130,7 @@ impl Default for Metrics {
             recovery_runs: Family::default(),
             recovered_events: Family::default(),
             recovery_last_success: Gauge::default(),
+            call_actions: Family::default(),
             outbound_attempts: Family::default(),
             outbound_enqueued: Counter::default(),
             outbound_latency: Histogram::new(seconds_buckets()),
@@ -280,6 +289,11 @@ impl Metrics {
             "When a recovery run last completed (Unix seconds)",
             self.recovery_last_success.clone(),
         );
+        r.register(
+            "call_actions",
+            "Call actions from dialers (answer, hangup, dial, ...) by action and outcome",
+            self.call_actions.clone(),
+        );
     }
 
     fn register_tls(&mut self) {
@@ -349,6 +363,15 @@ impl Metrics {
     pub fn signature_failed(&self, reason: &'static str) {
         self.signature_failures
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn call_action(&self, action: &str, outcome: &'static str) {
+        self.call_actions
+            .get_or_create(&ActionOutcomeLabel {
+                action: action.to_string(),
+                outcome,
+            })
             .inc();
     }
 
@@ -442,6 +465,7 @@ mod tests {
             "recovery_runs",
             "recovered_events",
             "recovery_last_success_timestamp_seconds",
+            "call_actions",
         ];
         assert_eq!(names, want, "{text}");
     }

@@ -53,6 +53,8 @@ pub enum ClientMessage {
     Resume { since: u64 },
     Status { status: Status },
     Send(SendRequest),
+    CallAction(CallActionRequest),
+    Signal(SignalRequest),
 }
 
 /// The four fixed-shape messages, as serde reads them.
@@ -93,6 +95,40 @@ impl PartialEq for SendRequest {
         self.to == other.to
             && self.call == other.call
             && raw(&self.payload) == raw(&other.payload)
+            && self.reference == other.reference
+    }
+}
+
+/// `{"type":"call-action","action":…,"call":…,"params":{…},"ref":…}`
+/// (contract §14), as sent: [`crate::actions`] checks the rules and
+/// answers with the `ref`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallActionRequest {
+    pub action: Option<String>,
+    pub call: Option<String>,
+    /// `params` as sent; `None` when absent or `null`.
+    pub params: Option<Value>,
+    pub reference: Option<String>,
+}
+
+/// `{"type":"signal","to"|"call":…,"name":…,"data":…}` (contract §14):
+/// `data` kept as the client wrote it, like a message's payload.
+#[derive(Debug, Clone)]
+pub struct SignalRequest {
+    pub to: Option<String>,
+    pub call: Option<String>,
+    pub name: Option<String>,
+    pub data: Option<Box<RawValue>>,
+    pub reference: Option<String>,
+}
+
+impl PartialEq for SignalRequest {
+    fn eq(&self, other: &Self) -> bool {
+        let raw = |p: &Option<Box<RawValue>>| p.as_ref().map(|r| r.get().to_string());
+        self.to == other.to
+            && self.call == other.call
+            && self.name == other.name
+            && raw(&self.data) == raw(&other.data)
             && self.reference == other.reference
     }
 }
@@ -159,14 +195,20 @@ impl Incoming {
             }
             None => return Err(BadMessage::new("message has no `type`")),
         };
-        match ty.as_str() {
-            "send" => send_request(&members).map(|r| Incoming::Plain(ClientMessage::Send(r))),
-            "ping" | "auth" | "resume" | "status" => simple(text, &ty).map(Incoming::Plain),
-            _ => Err(BadMessage::new(format!(
-                "unknown type `{}`; expected ping, auth, resume, status or send",
-                ty.chars().take(32).collect::<String>()
-            ))),
-        }
+        let plain = match ty.as_str() {
+            "send" => ClientMessage::Send(send_request(&members)?),
+            "call-action" => ClientMessage::CallAction(call_action(&members)?),
+            "signal" => ClientMessage::Signal(signal(&members)?),
+            "ping" | "auth" | "resume" | "status" => simple(text, &ty)?,
+            _ => {
+                return Err(BadMessage::new(format!(
+                    "unknown type `{}`; expected ping, auth, resume, status, send, \
+                     call-action or signal",
+                    ty.chars().take(32).collect::<String>()
+                )))
+            }
+        };
+        Ok(Incoming::Plain(plain))
     }
 }
 
@@ -222,6 +264,43 @@ fn send_request(m: &Members) -> Result<SendRequest, BadMessage> {
         to,
         call,
         payload,
+        reference,
+    })
+}
+
+fn call_action(m: &Members) -> Result<CallActionRequest, BadMessage> {
+    let reference = opt_string(m, "ref").map_err(|_| BadMessage::new("`ref` must be a string"))?;
+    let bad = |what: &str| BadMessage {
+        reference: reference.clone(),
+        ..BadMessage::new(format!("`{what}` must be a string"))
+    };
+    let action = opt_string(m, "action").map_err(|_| bad("action"))?;
+    let call = opt_string(m, "call").map_err(|_| bad("call"))?;
+    let params = match m.get("params") {
+        None => None,
+        Some(raw) => serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .filter(|v| !v.is_null()),
+    };
+    Ok(CallActionRequest {
+        action,
+        call,
+        params,
+        reference,
+    })
+}
+
+fn signal(m: &Members) -> Result<SignalRequest, BadMessage> {
+    let reference = opt_string(m, "ref").map_err(|_| BadMessage::new("`ref` must be a string"))?;
+    let bad = |what: &str| BadMessage {
+        reference: reference.clone(),
+        ..BadMessage::new(format!("`{what}` must be a string"))
+    };
+    Ok(SignalRequest {
+        to: opt_string(m, "to").map_err(|_| bad("to"))?,
+        call: opt_string(m, "call").map_err(|_| bad("call"))?,
+        name: opt_string(m, "name").map_err(|_| bad("name"))?,
+        data: m.get("data").map(|raw| (*raw).to_owned()),
         reference,
     })
 }
@@ -306,6 +385,17 @@ pub enum ServerMessage {
         /// `Some(None)` is written as `"ref":null`; `None` leaves it out.
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<Option<String>>,
+        /// A `telnyx-rejected` call action: Telnyx's status and `errors`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        telnyx: Option<Value>,
+    },
+    /// A call action's outcome (contract §14), to the asking connection.
+    CallActionResult {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        action: String,
+        call: Option<String>,
+        result: Value,
     },
 }
 
@@ -329,6 +419,7 @@ impl ServerMessage {
             code: code.into(),
             message: message.into(),
             reference: Some(reference),
+            telnyx: None,
         }
     }
 }

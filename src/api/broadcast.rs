@@ -12,7 +12,8 @@ use warp::{Filter, Rejection};
 
 use super::{apply_everywhere, brief, Result, MAX_ADMIN_BODY};
 use crate::app::App;
-use crate::domain::Control;
+use crate::domain::{control_key, session_key, Control};
+use crate::store::bounded;
 use crate::error::ApiError;
 use crate::http::{json_reply, read_limited, reply, with_app};
 
@@ -26,6 +27,12 @@ struct Broadcast {
     user_ids: Option<Vec<String>>,
     #[serde(default)]
     all: bool,
+    /// Everyone bound to this call (by either of its ids), contract §14.
+    #[serde(default)]
+    call: Option<String>,
+    /// Left out, whichever of the above chose the users.
+    #[serde(default)]
+    except_user_ids: Vec<String>,
     event: String,
     #[serde(default)]
     data: Option<Value>,
@@ -55,20 +62,49 @@ async fn handle(app: Arc<App>, body: Bytes) -> Result<Response> {
         ));
     }
     let frame = crate::protocol::custom_frame(event, &req.data.unwrap_or(json!({})));
-    let users = match (req.all, req.user_ids) {
-        (true, None) => None,
-        (false, Some(ids)) => Some(ids),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give either `userIds` or `\"all\": true`".into(),
-            ))
-        }
-    };
+    let users = users(&app, req.all, req.user_ids, req.call, &req.except_user_ids).await?;
     // `delivered` counts this instance's connections; other instances
     // deliver through the store's feed.
-    let delivered = apply_everywhere(&app, Control::Broadcast { users, frame }).await?;
+    let control = Control::Broadcast {
+        users,
+        frame,
+        except_conn: None,
+    };
+    let delivered = apply_everywhere(&app, control).await?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({ "delivered": delivered }),
+    ))
+}
+
+/// Who gets it: `None` is everyone. Exactly one of `all`, `userIds` and
+/// `call`; `exceptUserIds` is taken out of the list (everyone but some is
+/// read from the store as a list).
+async fn users(
+    app: &App,
+    all: bool,
+    user_ids: Option<Vec<String>>,
+    call: Option<String>,
+    except: &[String],
+) -> Result<Option<Vec<String>>> {
+    let t = app.config.store_timeout;
+    let chosen = match (all, user_ids, call) {
+        (true, None, None) if except.is_empty() => return Ok(None),
+        (true, None, None) => bounded(t, app.store.all_user_ids()).await?,
+        (false, Some(ids), None) => ids,
+        (false, None, Some(call)) => {
+            let keys = [session_key(&call), control_key(&call)];
+            bounded(t, app.store.call_binding(&keys))
+                .await?
+                .ok_or(ApiError::NotFound("call"))?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give one of `userIds`, `call` or `\"all\": true`".into(),
+            ))
+        }
+    };
+    Ok(Some(
+        chosen.into_iter().filter(|u| !except.contains(u)).collect(),
     ))
 }

@@ -27,9 +27,18 @@ pub struct Listen {
     /// Send each line typed on stdin to this user, as `payload` text (§8).
     #[arg(long, value_name = "USER", conflicts_with = "call")]
     send_to: Option<String>,
-    /// Send each line typed on stdin to everyone on this call (§8).
+    /// Send each line typed on stdin to everyone on this call (§8); with
+    /// `--action`, the call to act on (its callControlId).
     #[arg(long, value_name = "ID")]
     call: Option<String>,
+    /// Once connected, act on `--call` (answer, hangup, transfer,
+    /// send_dtmf, …) or `dial`, and print the `call-action-result` (§14).
+    #[arg(long, value_name = "ACTION", conflicts_with = "send_to")]
+    action: Option<String>,
+    /// The action's params, a JSON object in Telnyx's names, e.g.
+    /// '{"to":"+15551230002"}' for dial or '{"digits":"1"}' for send_dtmf.
+    #[arg(long, value_name = "JSON", requires = "action")]
+    params: Option<String>,
     /// Sign what is sent (HMAC-SHA256, §9).
     #[arg(long)]
     sign: bool,
@@ -37,13 +46,15 @@ pub struct Listen {
 
 impl Listen {
     pub async fn run(self) -> CliResult {
-        let target = match (self.send_to, self.call) {
-            (Some(u), _) => Some(("to", u)),
-            (None, Some(c)) => Some(("call", c)),
-            (None, None) => None,
+        let action = self.action_message()?;
+        let lines_to = match (self.send_to, self.call, &action) {
+            (Some(u), _, _) => Some(("to", u)),
+            (None, Some(c), None) => Some(("call", c)),
+            _ => None,
         };
-        let outgoing = target.map(|target| Outgoing {
-            target,
+        let outgoing = (lines_to.is_some() || action.is_some()).then(|| Outgoing {
+            lines_to,
+            action,
             sign: self.sign,
             token: self.token.clone(),
             user: None,
@@ -60,12 +71,38 @@ impl Listen {
     }
 }
 
-/// What `listen` sends: each stdin line as a `send` payload (§8), signed
-/// when asked (§9). Lines wait until `connected` has named the user (the
-/// signing key needs the user id).
+impl Listen {
+    /// `--action` as the `call-action` message to send once connected.
+    fn action_message(&self) -> Result<Option<Value>, CliError> {
+        let Some(action) = &self.action else {
+            return Ok(None);
+        };
+        let params = match &self.params {
+            None => json!({}),
+            Some(p) => match serde_json::from_str::<Value>(p) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => return Err(CliError::usage("--params must be a JSON object")),
+            },
+        };
+        if action != crate::actions::DIAL && self.call.is_none() {
+            return Err(CliError::usage(format!("--action {action} needs --call ID")));
+        }
+        let mut msg = json!({"type": "call-action", "action": action, "params": params, "ref": "action-1"});
+        if let Some(call) = &self.call {
+            msg["call"] = json!(call);
+        }
+        Ok(Some(msg))
+    }
+}
+
+/// What `listen` sends: each stdin line as a `send` payload (§8), and a
+/// call action once (§14), signed when asked (§9). Both wait until
+/// `connected` has named the user (the signing key needs the user id).
 struct Outgoing {
-    /// (`"to"` or `"call"`, its value).
-    target: (&'static str, String),
+    /// Where stdin lines go: (`"to"` or `"call"`, its value).
+    lines_to: Option<(&'static str, String)>,
+    /// `--action`'s message, until sent.
+    action: Option<Value>,
     sign: bool,
     token: String,
     /// From `connected.data.userId`.
@@ -76,11 +113,23 @@ struct Outgoing {
 impl Outgoing {
     fn frame(&mut self, line: &str) -> String {
         self.sent += 1;
-        let (key, value) = &self.target;
         let mut msg =
             json!({"type": "send", "payload": line, "ref": format!("line-{}", self.sent)});
-        msg[*key] = json!(value);
-        let inner = msg.to_string();
+        if let Some((key, value)) = &self.lines_to {
+            msg[*key] = json!(value);
+        }
+        self.wrap(msg.to_string())
+    }
+
+    /// The call action, once the user is known; then never again.
+    fn take_action(&mut self) -> Option<String> {
+        self.user.as_ref()?;
+        let msg = self.action.take()?;
+        Some(self.wrap(msg.to_string()))
+    }
+
+    /// Signed (§9) when asked and the user is known.
+    fn wrap(&self, inner: String) -> String {
         match (&self.user, self.sign) {
             (Some(user), true) => {
                 crate::signing::envelope_json(&self.token, user, &inner, crate::clock::now_ms())
@@ -124,8 +173,11 @@ async fn listen(
         .await
         .map_err(|e| CliError::runtime(format!("{url}: {e}")))?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = outgoing.is_some();
+    let mut stdin_open = outgoing.as_ref().is_some_and(|o| o.lines_to.is_some());
     loop {
+        if let Some(frame) = outgoing.as_mut().and_then(Outgoing::take_action) {
+            ws.send(Message::Text(frame.into())).await.map_err(CliError::runtime)?;
+        }
         let ready = outgoing.as_ref().is_some_and(|o| o.user.is_some());
         tokio::select! {
             msg = ws.next() => {

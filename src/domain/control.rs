@@ -11,9 +11,12 @@ pub enum Control {
         code: u16,
         reason: String,
     },
-    /// A custom message to some users (`None`: everyone).
+    /// A message without `seq` to some users' sessions (`None`: everyone):
+    /// a custom broadcast, or a signal (contract §14), which skips the
+    /// connection that sent it (`except_conn`).
     Broadcast {
         users: Option<Vec<String>>,
         frame: String,
+        except_conn: Option<String>,
     },
 }

@@ -9,6 +9,7 @@
 //! store first.
 
 pub mod handshake;
+mod requests;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -202,6 +203,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket, info: UpgradeInfo) {
             info,
             close: Arc::new(CloseSignal::default()),
             signing: None,
+            actions: None,
         };
         tracing::info!("connection opened");
         let end = s.lifecycle(&mut gauges).await;
@@ -228,6 +230,9 @@ struct Session {
     /// token (not the token) and the nonces seen. Boxed: ~200 bytes that
     /// sessions of a daemon with signing off never carry.
     signing: Option<Box<SessionKey>>,
+    /// Slots of this connection's call actions in flight, made at the
+    /// first one (most connections never act on a call).
+    actions: Option<Arc<Semaphore>>,
 }
 
 impl Session {
@@ -549,6 +554,7 @@ impl Session {
             message,
             // Left out when there is no `ref` to echo.
             reference: reference.map(Some),
+            telnyx: None,
         };
         self.send_text(msg.to_frame()).await
     }
@@ -579,6 +585,24 @@ impl Session {
                     Err(e) => ServerMessage::error_for(e.code(), e.client_message(), req.reference),
                 };
                 self.send_text(frame.to_frame()).await
+            }
+            ClientMessage::CallAction(req) => {
+                let slots = self
+                    .actions
+                    .get_or_insert_with(|| Arc::new(Semaphore::new(requests::ACTIONS_IN_FLIGHT)))
+                    .clone();
+                requests::spawn_call_action(&self.app, &self.user, &self.conn_id, slots, req);
+                Ok(())
+            }
+            ClientMessage::Signal(req) => {
+                let app = self.app.clone();
+                match crate::signals::signal(&app, &self.user, &self.conn_id, &req).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        self.send_error(e.code(), e.client_message(), Some(req.reference).flatten())
+                            .await
+                    }
+                }
             }
         }
     }
@@ -856,6 +880,8 @@ async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail
 fn send_ref(cm: &ClientMessage) -> Option<String> {
     match cm {
         ClientMessage::Send(req) => req.reference.clone(),
+        ClientMessage::CallAction(req) => req.reference.clone(),
+        ClientMessage::Signal(req) => req.reference.clone(),
         _ => None,
     }
 }

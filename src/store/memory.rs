@@ -384,6 +384,14 @@ impl Store for MemoryStore {
         Ok(self.lock().outbound.pending())
     }
 
+    async fn bind_call(&self, keys: &[String], users: &[String]) -> StoreResult<()> {
+        let mut st = self.lock();
+        for k in keys {
+            st.bindings.insert(k.clone(), users.to_vec());
+        }
+        Ok(())
+    }
+
     async fn recovery_checkpoint(&self) -> StoreResult<Option<i64>> {
         Ok(self.lock().recovery.checkpoint_ms)
     }

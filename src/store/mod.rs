@@ -68,6 +68,9 @@ pub trait Store: Send + Sync + 'static {
     /// Users a call is bound to, looked up by the given keys in order.
     async fn call_binding(&self, keys: &[String]) -> StoreResult<Option<Vec<String>>>;
     async fn ingest(&self, ingest: Ingest) -> StoreResult<IngestOutcome>;
+    /// Bind a call to `users` under `keys` before any event of it arrives
+    /// (a dial, contract §14): its webhooks route to them (§6 rule 2).
+    async fn bind_call(&self, keys: &[String], users: &[String]) -> StoreResult<()>;
     /// Store one event that is not a webhook (a §8 message) for `users`,
     /// each under their next `seq`, atomically, all sharing `body`; no
     /// receipt and no call update. Repeats in `users` get one `seq`.

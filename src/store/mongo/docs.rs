@@ -159,8 +159,13 @@ pub(super) fn control_to_doc(control: &Control, origin: &str, now: i64) -> Docum
         Control::CloseUser { user, code, reason } => doc! {
             "kind": "close-user", "user": user, "code": *code as i32, "reason": reason,
         },
-        Control::Broadcast { users, frame } => doc! {
+        Control::Broadcast {
+            users,
+            frame,
+            except_conn,
+        } => doc! {
             "kind": "broadcast", "users": users.clone(), "frame": frame,
+            "exceptConn": except_conn.clone(),
         },
     };
     d.insert("origin", origin);
@@ -181,6 +186,7 @@ pub(super) fn control_from_doc(d: &Document) -> Option<Control> {
                 _ => None,
             },
             frame: d.get_str("frame").ok()?.to_string(),
+            except_conn: d.get_str("exceptConn").ok().map(str::to_string),
         }),
         _ => None,
     }

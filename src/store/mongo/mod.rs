@@ -482,6 +482,19 @@ impl Store for MongoStore {
         self.pending_count().await
     }
 
+    async fn bind_call(&self, keys: &[String], users: &[String]) -> StoreResult<()> {
+        for key in keys {
+            self.coll("bindings")
+                .update_one(
+                    doc! {"_id": key},
+                    doc! {"$set": {"users": users, "updatedAt": docs::dt(now_ms())}},
+                )
+                .upsert(true)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn recovery_checkpoint(&self) -> StoreResult<Option<i64>> {
         self.checkpoint().await
     }
