@@ -122,7 +122,10 @@ pub async fn act(app: &App, user: &str, req: &CallActionRequest) -> Result<Done,
     let code = outcome.as_ref().map_or_else(ActionError::code, |_| "ok");
     app.metrics.call_action(label, code);
     match &outcome {
-        Ok(done) => tracing::info!(call = done.call.as_deref().unwrap_or(""), "call action done"),
+        Ok(done) => tracing::info!(
+            call = done.call.as_deref().unwrap_or(""),
+            "call action done"
+        ),
         Err(e @ (ActionError::Unavailable(_) | ActionError::Store(_))) => {
             tracing::warn!(code = e.code(), error = %e, "call action failed")
         }
@@ -149,7 +152,10 @@ async fn check_and_send(
         return Err(ActionError::NotAllowed(shown));
     }
     let mut body = params(req)?;
-    body.insert("command_id".into(), json!(command_id(user, req.reference.as_deref())));
+    body.insert(
+        "command_id".into(),
+        json!(command_id(user, req.reference.as_deref())),
+    );
     if action == DIAL {
         return dial(app, cc.as_ref(), user, body).await;
     }
@@ -194,7 +200,9 @@ pub fn command_id(user: &str, reference: Option<&str>) -> String {
         }
         None => *uuid::Uuid::new_v4().as_bytes(),
     };
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// Bound to the call (by its control id), or a supervisor or admin.
@@ -279,7 +287,9 @@ fn caller_id(app: &App, me: &User, asked: Option<&Value>) -> Result<String, Acti
         None => default
             .or_else(|| me.phone_numbers.first().cloned())
             .ok_or_else(|| {
-                ActionError::BadRequest("no caller id: give `params.from` (one of your numbers)".into())
+                ActionError::BadRequest(
+                    "no caller id: give `params.from` (one of your numbers)".into(),
+                )
             }),
     }
 }
@@ -303,10 +313,15 @@ mod tests {
         let req = CallActionRequest {
             action: Some("answer".into()),
             call: Some("v3:x".into()),
-            params: Some(json!({"command_id": "x", "client_state": "y", "connection_id": "z", "webhook_url": "w"})),
+            params: Some(
+                json!({"command_id": "x", "client_state": "y", "connection_id": "z", "webhook_url": "w"}),
+            ),
             reference: None,
         };
-        assert_eq!(Value::Object(params(&req).unwrap()), json!({"webhook_url": "w"}));
+        assert_eq!(
+            Value::Object(params(&req).unwrap()),
+            json!({"webhook_url": "w"})
+        );
         let bad = CallActionRequest {
             params: Some(json!([1])),
             ..req

@@ -766,7 +766,10 @@ impl Parser<'_> {
         for a in raw.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             let ok = a.len() <= 32 && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             if !ok {
-                self.invalid("call_actions", format!("`{a}` is not an action name such as answer"));
+                self.invalid(
+                    "call_actions",
+                    format!("`{a}` is not an action name such as answer"),
+                );
             } else if !out.iter().any(|o| o == a) {
                 out.push(a.to_string());
             }
@@ -779,7 +782,10 @@ impl Parser<'_> {
         let raw = self.src.get("telnyx_from")?;
         let n = crate::routing::normalize_phone(raw);
         if n.is_none() {
-            self.invalid("telnyx_from", "must be an E.164 number such as +15551230001");
+            self.invalid(
+                "telnyx_from",
+                "must be an E.164 number such as +15551230001",
+            );
         }
         n
     }

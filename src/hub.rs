@@ -231,7 +231,12 @@ impl Hub {
 
     /// Queue a message to the sessions of `users`, or of everyone when
     /// `None`, but the connection `except`.
-    pub fn broadcast(&self, users: Option<&[String]>, frame: Utf8Bytes, except: Option<&str>) -> usize {
+    pub fn broadcast(
+        &self,
+        users: Option<&[String]>,
+        frame: Utf8Bytes,
+        except: Option<&str>,
+    ) -> usize {
         let frame = Arc::new(frame);
         let map = self.read();
         let send_list = |list: &Vec<Entry>| -> usize {

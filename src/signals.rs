@@ -49,7 +49,9 @@ pub async fn signal(
     let target = match (&req.to, &req.call) {
         (Some(to), None) => Target::User(to.clone()),
         (None, Some(call)) => Target::Call(call.clone()),
-        (Some(_), Some(_)) => return Err(MessageError::BadRequest("give `to` or `call`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(MessageError::BadRequest("give `to` or `call`, not both"))
+        }
         (None, None) => return Err(MessageError::BadRequest("give `to` (a user) or `call`")),
     };
     let name = req
@@ -90,14 +92,17 @@ pub async fn signal(
     let local = app.hub.apply_control(&control);
     // Other instances' connections of the same users get it through the
     // store's feed.
-    bounded(app.config.store_timeout, app.store.publish_control(&control)).await?;
+    bounded(
+        app.config.store_timeout,
+        app.store.publish_control(&control),
+    )
+    .await?;
     Ok(local)
 }
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= MAX_NAME
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

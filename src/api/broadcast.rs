@@ -13,9 +13,9 @@ use warp::{Filter, Rejection};
 use super::{apply_everywhere, brief, Result, MAX_ADMIN_BODY};
 use crate::app::App;
 use crate::domain::{control_key, session_key, Control};
-use crate::store::bounded;
 use crate::error::ApiError;
 use crate::http::{json_reply, read_limited, reply, with_app};
+use crate::store::bounded;
 
 /// Longest custom event name accepted.
 const MAX_EVENT_NAME: usize = 64;

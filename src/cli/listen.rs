@@ -85,9 +85,12 @@ impl Listen {
             },
         };
         if action != crate::actions::DIAL && self.call.is_none() {
-            return Err(CliError::usage(format!("--action {action} needs --call ID")));
+            return Err(CliError::usage(format!(
+                "--action {action} needs --call ID"
+            )));
         }
-        let mut msg = json!({"type": "call-action", "action": action, "params": params, "ref": "action-1"});
+        let mut msg =
+            json!({"type": "call-action", "action": action, "params": params, "ref": "action-1"});
         if let Some(call) = &self.call {
             msg["call"] = json!(call);
         }
@@ -176,7 +179,9 @@ async fn listen(
     let mut stdin_open = outgoing.as_ref().is_some_and(|o| o.lines_to.is_some());
     loop {
         if let Some(frame) = outgoing.as_mut().and_then(Outgoing::take_action) {
-            ws.send(Message::Text(frame.into())).await.map_err(CliError::runtime)?;
+            ws.send(Message::Text(frame.into()))
+                .await
+                .map_err(CliError::runtime)?;
         }
         let ready = outgoing.as_ref().is_some_and(|o| o.user.is_some());
         tokio::select! {

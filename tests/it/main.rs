@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod actions;
 mod admin;
 mod cli;
 mod console;
@@ -29,7 +30,7 @@ mod routing;
 mod signing;
 mod smoke;
 mod store_conformance;
-mod telnyx_standin;
+pub(crate) mod telnyx_standin;
 mod webhooks;
 mod ws_auth;
 mod ws_protocol;

@@ -413,3 +413,29 @@ async fn an_endpoint_disabled_or_deleted_through_a_gets_nothing_more_from_b() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Contract §14: a signal sent through A reaches the recipient's socket on
+/// B, and the sender's other socket on B, and is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_through_a_reaches_sockets_on_b() {
+    let Some((_dir, a, b)) = setup().await else {
+        return;
+    };
+    let (mut sender_on_a, _, _) = a.connect("u1").await;
+    let (mut sender_on_b, _, _) = b.connect("u1").await;
+    let (mut recipient_on_b, _, _) = b.connect("u2").await;
+    send_json(
+        &mut sender_on_a,
+        json!({"type":"signal","to":"u2","name":"typing","data":{"on":true}}),
+    )
+    .await;
+    for ws in [&mut recipient_on_b, &mut sender_on_b] {
+        let m = next_json(ws).await;
+        assert_eq!(m["event"], "signal", "{m}");
+        assert_eq!(m["data"]["from"], "u1");
+        assert!(m.get("seq").is_none());
+    }
+    expect_silence(&mut sender_on_a, Duration::from_millis(300)).await;
+    a.stop().await;
+    b.stop().await;
+}

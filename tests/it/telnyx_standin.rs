@@ -506,10 +506,11 @@ fn check_errors(report: &Value) {
     assert_eq!(e["rate_limited_then_ok"], "ok");
 }
 
-/// The SDK's bodies per action: callbridge's call actions must send these
-/// names (note `bridge`: the other leg is `call_control_id` in the body).
-fn check_action_requests(reqs: &[crate::common::telnyx_api::ApiRequest]) {
-    let params = [
+/// Params per action as the SDK check sends them (`tests/telnyx_sdk_check.py`)
+/// and the stand-in records them: callbridge's own call actions are held
+/// to the same bodies (`actions.rs`).
+pub(crate) fn sdk_action_params() -> Vec<(&'static str, Value)> {
+    vec![
         ("answer", json!({})),
         ("hangup", json!({})),
         ("reject", json!({"cause":"USER_BUSY"})),
@@ -531,7 +532,13 @@ fn check_action_requests(reqs: &[crate::common::telnyx_api::ApiRequest]) {
         ("record_resume", json!({})),
         ("enqueue", json!({"queue_name":"support"})),
         ("leave_queue", json!({})),
-    ];
+    ]
+}
+
+/// The SDK's bodies per action: callbridge's call actions must send these
+/// names (note `bridge`: the other leg is `call_control_id` in the body).
+fn check_action_requests(reqs: &[crate::common::telnyx_api::ApiRequest]) {
+    let params = sdk_action_params();
     for (action, extra) in params {
         let path = format!("/v2/calls/v3:sdk-{action}/actions/{action}");
         let r = reqs
