@@ -13,6 +13,7 @@ mod common;
 mod admin;
 mod cli;
 mod console;
+mod dev_telnyx;
 mod fan_out;
 mod lifecycle;
 mod limits;
