@@ -102,6 +102,7 @@ pub async fn run(
             .await
             .map_err(RunError::Store)?;
     }
+    use_dev_telnyx(&app, listen);
     spawn_heartbeat(&app);
     spawn_rates(&app);
     spawn_feed(&app);
@@ -114,6 +115,37 @@ pub async fn run(
     crate::systemd::notify_ready("serving");
     serve(listener, app, shutdown).await;
     Ok(())
+}
+
+/// `--dev` without an API key: the built-in Telnyx stand-in answers call
+/// actions and posts their webhooks to this daemon (contract §14). Without
+/// its dev files (they are made by `serve --dev` before this runs) actions
+/// stay off, with a warning.
+fn use_dev_telnyx(app: &Arc<App>, listen: SocketAddr) {
+    if !app.config.dev || app.call_control().is_some() {
+        return;
+    }
+    let files = crate::dev::DevFiles::new(&app.config.data_dir);
+    match crate::dev::telnyx::DevTelnyx::for_daemon(
+        listen,
+        &files,
+        app.shutdown.clone(),
+        app.tracker.clone(),
+    ) {
+        Ok(standin) => {
+            if standin.public_key() != app.config.telnyx_public_key {
+                tracing::warn!(
+                    "CALLBRIDGE_TELNYX_PUBLIC_KEY is not the dev key: this daemon will \
+                     refuse the built-in Telnyx stand-in's webhooks"
+                );
+            }
+            app.use_call_control(Arc::new(standin));
+            tracing::info!(
+                "built-in Telnyx stand-in answers call actions (no CALLBRIDGE_TELNYX_API_KEY)"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "built-in Telnyx stand-in unavailable"),
+    }
 }
 
 /// Several instances on one MongoDB: deliver what the others stored, and

@@ -2,7 +2,8 @@
 //! `CALLBRIDGE_DATA_DIR` and reused: a local CA and a certificate for
 //! `localhost`/`127.0.0.1`/`::1` signed by it, a dev Ed25519 signing key
 //! (its public half stands in for the Telnyx key), a random JWT secret, and
-//! a demo user.
+//! a demo user. Without a Telnyx API key, [`telnyx::DevTelnyx`] stands in
+//! for Telnyx's Call Control so call actions work offline.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,15 @@ use crate::domain::{Role, User};
 use crate::store::{Store, StoreResult};
 use crate::telnyx::Signer;
 
+pub mod telnyx;
+
 pub const DEMO_USER: &str = "demo";
 pub const DEMO_PHONE: &str = "+15550000001";
+/// The caller of a `callbridge simulate` call when `--from` is not given.
+pub const DEV_CALLER: &str = "+15551230001";
+/// The Call Control application (`connection_id`) of simulated calls, and
+/// of calls the built-in stand-in dials when the dialer names none.
+pub const DEV_CONNECTION_ID: &str = "1684641123236054244";
 
 /// The files of a dev data dir.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ mod actions;
 mod admin;
 mod cli;
 mod console;
+mod dev_telnyx;
 mod fan_out;
 mod lifecycle;
 mod limits;
