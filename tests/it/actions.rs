@@ -528,3 +528,77 @@ async fn listen_acts_on_a_call_from_the_terminal() {
     assert_eq!(usage.status.code(), Some(2), "answer needs --call");
     s.stop().await;
 }
+
+/// `serve --dev` without a key: the built-in stand-in answers a call
+/// action on a simulated call and posts the webhook Telnyx would send,
+/// which reaches the dialer.
+#[test]
+fn dev_mode_answers_actions_offline() {
+    use crate::cli::{lines, wait_line};
+    use crate::common::process::{clean_command, free_port, signal, wait_exit};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = |c: &mut std::process::Command| {
+        c.env("CALLBRIDGE_DATA_DIR", dir.path())
+            .env("CALLBRIDGE_LISTEN", &listen);
+    };
+    let mut serve = clean_command();
+    env(&mut serve);
+    let mut serve = serve
+        .args(["serve", "--dev"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(serve.stdout.take().unwrap());
+    let err = lines(serve.stderr.take().unwrap());
+    let banner = wait_line(&out, |l| l.contains("callbridge listen "));
+    wait_line(&err, |l| l.contains("built-in Telnyx stand-in"));
+    wait_line(&err, |l| l.contains("listening"));
+    let token = banner.split_whitespace().last().unwrap().to_string();
+    let mut sim = clean_command();
+    env(&mut sim);
+    let sim = sim
+        .args([
+            "simulate",
+            "call.initiated",
+            "--to",
+            "+15550000001",
+            "--call",
+            "v3:offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stdout)
+    );
+    let ca = dir.path().join("ca.pem");
+    let mut dialer = clean_command()
+        .args([
+            "listen",
+            "--url",
+            &format!("wss://{listen}/ws"),
+            "--token",
+            &token,
+        ])
+        .arg("--ca")
+        .arg(&ca)
+        .args(["--action", "answer", "--call", "v3:offline"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let got = lines(dialer.stdout.take().unwrap());
+    let result = wait_line(&got, |l| l.contains("call-action-result"));
+    assert!(result.contains(r#""result":{"result":"ok"}"#), "{result}");
+    let answered = wait_line(&got, |l| l.contains(r#""event":"call-answered""#));
+    assert!(answered.contains("v3:offline"), "{answered}");
+    let _ = dialer.kill();
+    let _ = dialer.wait();
+    signal(&serve, "-TERM");
+    assert_eq!(wait_exit(&mut serve), 0);
+}
