@@ -1,6 +1,7 @@
 // @callbridge/client: the dialer side of callbridge (contract §11).
 
-export { CallbridgeClient, CallbridgeError } from './client.js';
+export { CallbridgeClient } from './client.js';
+export { CallbridgeError } from './errors.js';
 export type {
   BackoffOptions,
   CallbridgeClientOptions,
@@ -8,7 +9,7 @@ export type {
   TokenIn,
   WebSocketConstructor,
   WebSocketLike,
-} from './client.js';
+} from './options.js';
 export { CLOSE_CODE_ACTIONS, closeAction } from './close-codes.js';
 export type { CloseAction } from './close-codes.js';
 export { signEnvelope } from './signing.js';
