@@ -1,4 +1,4 @@
-// The reconnecting, resuming dialer client of contract §11: the public
+// The reconnecting, resuming dialer client of contracts §11 and §14: the public
 // facade. Each concern lives in its own module; this class wires them and
 // routes the server's frames:
 //
@@ -18,13 +18,14 @@ import { resolveOptions, type CallbridgeClientOptions } from './options.js';
 import { Outbox } from './outbox.js';
 import { Requests } from './requests.js';
 import { Tokens } from './tokens.js';
-import type { ActiveCall, ConnectionState, GenericData, Listener, SendRequest, SentData, ServerFrame, Status } from './types.js';
+import type { CallActionArgs, CallActionName, CallActionResult, DialParams, DialResult } from './actions.js';
+import type { ActiveCall, ConnectionState, GenericData, Listener, SendRequest, SentData, ServerFrame, SignalTarget, Status } from './types.js';
 
 export { CallbridgeError } from './errors.js';
 export type { BackoffOptions, CallbridgeClientOptions, SeqStorage, TokenIn, WebSocketConstructor, WebSocketLike } from './options.js';
 
 /** Names the client emits itself; a server frame of that name is not re-emitted under it. */
-const OWN = new Set(['event', 'state', 'gap', 'stopped', 'calls', 'frame', 'connected', 'snapshot', 'resumed', 'error']);
+const OWN = new Set(['event', 'state', 'gap', 'stopped', 'calls', 'frame', 'connected', 'snapshot', 'resumed', 'error', 'signal']);
 
 const isObj = (v: unknown): v is GenericData => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -38,10 +39,12 @@ export class CallbridgeClient {
   private readonly requests: Requests;
   private readonly outbox: Outbox<Conn>;
   private readonly sendTimeoutMs: number;
+  private readonly actionTimeoutMs: number;
 
   constructor(options: CallbridgeClientOptions) {
     const o = resolveOptions(options);
     this.sendTimeoutMs = o.sendTimeoutMs;
+    this.actionTimeoutMs = o.actionTimeoutMs;
     const emit = this.emit.bind(this);
     const current = () => this.link.current;
     this.outbox = new Outbox<Conn>(current);
@@ -167,6 +170,50 @@ export class CallbridgeClient {
     return this.requests.request(msg, { ackOnWrite: false, timeoutMs: this.sendTimeoutMs });
   }
 
+  /**
+   * Act on a call (contract §14): `action` on the call whose
+   * `callControlId` is `call`, with Telnyx's own (snake_case) `params`.
+   * Resolves with Telnyx's answer (`call-action-result`'s `data.result`,
+   * usually `{ result: 'ok' }`); rejects with a `CallbridgeError` whose
+   * `code` is the server's (`actions-disabled`, `action-not-allowed`,
+   * `not-on-call`, `bad-request`, `telnyx-rejected` with `err.telnyx`,
+   * `telnyx-unavailable`, …), or `timeout` (after `actionTimeoutMs`,
+   * 20 s), `not-connected`, `connection-lost`.
+   */
+  callAction<A extends CallActionName>(action: A, call: string, ...[params]: CallActionArgs<A>): Promise<CallActionResult> {
+    return this.action({ type: 'call-action', action, call, params: params ?? {} });
+  }
+
+  /**
+   * Place an outbound call (`call-action` `dial`, §14) to `to` (E.164 or a
+   * SIP URI); the server binds it to this user, so its events come here.
+   * Resolves with Telnyx's new call (`call_control_id`, `call_session_id`,
+   * …); rejects as `callAction()` does (`dial-not-configured` too).
+   */
+  dial(to: string, params?: DialParams): Promise<DialResult> {
+    return this.action({ type: 'call-action', action: 'dial', params: { to, ...params } });
+  }
+
+  /**
+   * Send a signal (§14: not stored, not replayed; e.g. `'typing'`) to a
+   * user (`{ to }`) or to everyone on a call (`{ call }`). Fire and forget:
+   * resolves once written; the server answers only a refusal, which arrives
+   * as an `'error'` event. Rejects with `not-connected`, or `timeout` when
+   * no connection came up within `sendTimeoutMs`.
+   */
+  signal(target: SignalTarget, name: string, data: unknown = {}): Promise<void> {
+    const msg: Record<string, unknown> = { type: 'signal' };
+    if (target && target.to !== undefined) msg.to = target.to;
+    if (target && target.call !== undefined) msg.call = target.call;
+    msg.name = name;
+    msg.data = data;
+    return this.requests.request(msg, { ackOnWrite: true, timeoutMs: this.sendTimeoutMs });
+  }
+
+  private action<T>(msg: Record<string, unknown>): Promise<T> {
+    return this.requests.request(msg, { ackOnWrite: false, timeoutMs: this.actionTimeoutMs });
+  }
+
   // ---- routing the server's frames ----------------------------------------
 
   private onFrame(f: ServerFrame): void {
@@ -188,6 +235,12 @@ export class CallbridgeClient {
         return this.delivery.resumed(data);
       case 'sent':
         return this.requests.answer(data);
+      case 'call-action-result':
+        return this.requests.answer(data, data.result);
+      case 'signal':
+        // Not stored: no seq, not counted, never held for order.
+        if (typeof f.seq !== 'number') return this.emit('signal', data);
+        break;
       case 'error':
         if (!this.requests.error(data)) this.emit('error', data);
         return;

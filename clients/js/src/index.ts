@@ -1,4 +1,4 @@
-// @callbridge/client: the dialer side of callbridge (contract §11).
+// @callbridge/client: the dialer side of callbridge (contract §11, §14).
 
 export { CallbridgeClient } from './client.js';
 export { CallbridgeError } from './errors.js';
@@ -16,6 +16,7 @@ export { signEnvelope } from './signing.js';
 export type { SignedEnvelope } from './signing.js';
 export { webStorage } from './storage.js';
 export type * from './types.js';
+export type * from './actions.js';
 
 import type { CallbridgeEvent, KnownEventName } from './types.js';
 

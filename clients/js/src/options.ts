@@ -58,8 +58,13 @@ export interface CallbridgeClientOptions {
   /** Default `'subprotocol'` (`callbridge.v1, bearer.<JWT>`): the token stays out of URLs and logs. */
   tokenIn?: TokenIn;
   backoff?: BackoffOptions;
-  /** `send()` and `setStatus()` give up after this. Default 10000. */
+  /** `send()`, `setStatus()` and `signal()` give up after this. Default 10000. */
   sendTimeoutMs?: number;
+  /**
+   * `callAction()` and `dial()` give up after this. Default 20000: longer
+   * than the server's own 15 s bound on Telnyx's answer.
+   */
+  actionTimeoutMs?: number;
   /** An event ahead of a hole waits this long before the client asks for a replay. Default 2000. */
   holeTimeoutMs?: number;
   /** A connection not `connected` within this is dropped and retried. Default 15000. */
@@ -87,6 +92,7 @@ export interface ResolvedOptions {
   tokenIn: TokenIn;
   backoff: Required<BackoffOptions>;
   sendTimeoutMs: number;
+  actionTimeoutMs: number;
   holeTimeoutMs: number;
   connectTimeoutMs: number;
   deadMarginMs: number;
@@ -115,6 +121,7 @@ export function resolveOptions(options: CallbridgeClientOptions): ResolvedOption
   const o = withDefaults(options, {
     tokenIn: 'subprotocol',
     sendTimeoutMs: 10_000,
+    actionTimeoutMs: 20_000,
     holeTimeoutMs: 2_000,
     connectTimeoutMs: 15_000,
     deadMarginMs: 5_000,

@@ -3,6 +3,7 @@
 // done once written, for messages the server does not answer). Requests
 // made while (re)connecting are written once connected.
 
+import type { TelnyxErrorDetails } from './actions.js';
 import { CallbridgeError } from './errors.js';
 import type { GenericData } from './types.js';
 
@@ -66,17 +67,18 @@ export class Requests {
     for (const p of this.pending.values()) if (!p.written) this.write(write, p);
   }
 
-  /** The server answered the request whose ref `data.ref` names (`sent`): resolve it with `data`. */
-  answer(data: GenericData): void {
+  /** The server answered the request whose ref `data.ref` names (`sent`, `call-action-result`): resolve it with `value`. */
+  answer(data: GenericData, value: unknown = data): void {
     const p = typeof data.ref === 'string' ? this.pending.get(data.ref) : undefined;
-    if (p) this.settle(p, undefined, data);
+    if (p) this.settle(p, undefined, value);
   }
 
   /** A server `error`: rejects the request it answers; false when it answers none. */
   error(data: GenericData): boolean {
     const p = typeof data.ref === 'string' ? this.pending.get(data.ref) : undefined;
     if (!p) return false;
-    this.settle(p, new CallbridgeError(String(data.code), String(data.message ?? data.code)));
+    const telnyx = data.telnyx && typeof data.telnyx === 'object' ? (data.telnyx as TelnyxErrorDetails) : undefined;
+    this.settle(p, new CallbridgeError(String(data.code), String(data.message ?? data.code), telnyx));
     return true;
   }
 
