@@ -1,6 +1,7 @@
-// @callbridge/client: the dialer side of callbridge (contract §11).
+// @callbridge/client: the dialer side of callbridge (contract §11, §14).
 
-export { CallbridgeClient, CallbridgeError } from './client.js';
+export { CallbridgeClient } from './client.js';
+export { CallbridgeError } from './errors.js';
 export type {
   BackoffOptions,
   CallbridgeClientOptions,
@@ -8,13 +9,14 @@ export type {
   TokenIn,
   WebSocketConstructor,
   WebSocketLike,
-} from './client.js';
+} from './options.js';
 export { CLOSE_CODE_ACTIONS, closeAction } from './close-codes.js';
 export type { CloseAction } from './close-codes.js';
 export { signEnvelope } from './signing.js';
 export type { SignedEnvelope } from './signing.js';
 export { webStorage } from './storage.js';
 export type * from './types.js';
+export type * from './actions.js';
 
 import type { CallbridgeEvent, KnownEventName } from './types.js';
 

@@ -1,4 +1,4 @@
-import type { SeqStorage } from './client.js';
+import type { SeqStorage } from './options.js';
 
 /**
  * A `storage` option backed by Web Storage (`localStorage` by default),

@@ -1,6 +1,8 @@
 // The shapes of the callbridge dialer protocol (contract §4, §5, §8) as
 // TypeScript types. Fields marked optional are present when Telnyx sent them.
 
+import type { TelnyxErrorDetails } from './actions.js';
+
 /** A user's presence status (contract §4 `status`). */
 export type Status = 'available' | 'away' | 'busy';
 
@@ -194,6 +196,8 @@ export interface ServerErrorData {
   code: string;
   message: string;
   ref?: string;
+  /** `telnyx-rejected` (§14): Telnyx's HTTP status and `errors`. */
+  telnyx?: TelnyxErrorDetails;
 }
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped';
@@ -227,6 +231,23 @@ export type SendRequest<P = unknown> =
   | { to: string; call?: undefined; payload: P }
   | { call: string; to?: undefined; payload: P };
 
+/** Where a signal goes: a user, or everyone on a call (§14, the rules of §8). */
+export type SignalTarget = { to: string; call?: undefined } | { call: string; to?: undefined };
+
+/** A signal from another user (or another connection of this user), §14: not stored, no `seq`. */
+export interface SignalData<D = unknown> {
+  /** The sender's user id. */
+  from: string;
+  /** Set when the signal was sent to a user. */
+  to?: string;
+  /** Set when the signal was sent to everyone on a call (the id the sender used). */
+  call?: string;
+  /** The signal's name, e.g. `'typing'`. */
+  name: string;
+  /** Any JSON value, as the sender wrote it (at most 1,024 bytes of JSON text). */
+  data: D;
+}
+
 type EventListeners = {
   [N in KnownEventName]: (data: StoredEventDataMap[N], ev: StoredEventOf<N, StoredEventDataMap[N]>) => void;
 };
@@ -244,8 +265,10 @@ export interface ClientEventMap extends EventListeners {
   connected: (data: ConnectedData) => void;
   resumed: (data: ResumedData) => void;
   'status-changed': (data: { status: Status }) => void;
-  /** A server `error` frame that does not answer a `send()`. */
+  /** A server `error` frame that answers no `send()`/`callAction()`/`dial()` (e.g. a refused `signal()` or `setStatus()`). */
   error: (data: ServerErrorData) => void;
+  /** A signal (§14): not stored, not an `'event'`, no `seq`. */
+  signal: (data: SignalData) => void;
   /** `activeCalls` changed (after a snapshot or a call event). */
   calls: (calls: ActiveCall[]) => void;
   /** Every frame the server sent, as parsed, before the client handles it. */

@@ -10,11 +10,16 @@ import {
   isEvent,
   webStorage,
   type ActiveCall,
+  type CallActionName,
+  type CallActionResult,
   type CallbridgeEvent,
   type CallHangupData,
   type CloseAction,
   type ConnectionState,
+  type DialResult,
   type SentData,
+  type SignalData,
+  type TelnyxErrorDetails,
   type StateChange,
 } from '../dist/index.js';
 
@@ -113,5 +118,78 @@ async function useSent() {
   }
   return [id, recipients];
 }
+// §14: call actions, typed by name, with Telnyx's snake_case params.
+const dtmf: Promise<CallActionResult> = client.callAction('send_dtmf', 'v3:cc', { digits: '1' });
+// @ts-expect-error send_dtmf needs digits
+client.callAction('send_dtmf', 'v3:cc', {});
+// @ts-expect-error send_dtmf needs its params
+client.callAction('send_dtmf', 'v3:cc');
+// @ts-expect-error digits is a string
+client.callAction('send_dtmf', 'v3:cc', { digits: 1 });
+client.callAction('answer', 'v3:cc');
+client.callAction('answer', 'v3:cc', { record: 'record-from-answer', record_format: 'mp3', webhook_url: 'https://x' });
+client.callAction('hangup', 'v3:cc');
+client.callAction('reject', 'v3:cc', { cause: 'USER_BUSY' });
+// @ts-expect-error not a cause Telnyx knows
+client.callAction('reject', 'v3:cc', { cause: 'NOPE' });
+// @ts-expect-error reject needs a cause
+client.callAction('reject', 'v3:cc');
+client.callAction('transfer', 'v3:cc', { to: '+15550001111', from: '+15559990000', timeout_secs: 30 });
+// @ts-expect-error transfer needs to
+client.callAction('transfer', 'v3:cc', { from: '+15559990000' });
+client.callAction('bridge', 'v3:cc', { call_control_id: 'v3:other' });
+client.callAction('speak', 'v3:cc', { payload: 'Hello', voice: 'female', language: 'en-US' });
+// @ts-expect-error speak needs a voice
+client.callAction('speak', 'v3:cc', { payload: 'Hello' });
+client.callAction('playback_start', 'v3:cc', { audio_url: 'https://x/a.mp3', loop: 'infinity' });
+client.callAction('playback_stop', 'v3:cc');
+client.callAction('record_start', 'v3:cc', { channels: 'dual', format: 'mp3' });
+// @ts-expect-error record_start needs channels and format
+client.callAction('record_start', 'v3:cc', { format: 'mp3' });
+client.callAction('record_pause', 'v3:cc');
+client.callAction('record_resume', 'v3:cc', { recording_id: 'r1' });
+client.callAction('record_stop', 'v3:cc');
+client.callAction('enqueue', 'v3:cc', { queue_name: 'support', max_wait_time_secs: 60 });
+client.callAction('leave_queue', 'v3:cc');
+// Fields not typed here pass through (the escape hatch).
+client.callAction('send_dtmf', 'v3:cc', { digits: '1', some_new_telnyx_field: true });
+// @ts-expect-error dial has dial()
+client.callAction('dial', 'v3:cc', { to: '+1' });
+// @ts-expect-error not an action
+client.callAction('explode', 'v3:cc');
+assertType<Equal<CallActionName, 'answer' | 'hangup' | 'reject' | 'transfer' | 'bridge' | 'send_dtmf' | 'speak' | 'playback_start' | 'playback_stop' | 'record_start' | 'record_stop' | 'record_pause' | 'record_resume' | 'enqueue' | 'leave_queue'>>();
+const dialled: Promise<DialResult> = client.dial('+15550001111', { from: '+15559990000', timeout_secs: 30 });
+client.dial('sip:bob@example.com');
+// @ts-expect-error to is dial's first argument
+client.dial('+1', { to: '+2' });
+async function useActions() {
+  const call = await dialled;
+  const ids: string[] = [call.call_control_id, call.call_leg_id, call.call_session_id];
+  try {
+    await client.callAction('hangup', call.call_control_id);
+  } catch (e) {
+    if (e instanceof CallbridgeError && e.code === 'telnyx-rejected') {
+      const t: TelnyxErrorDetails | undefined = e.telnyx;
+      return [t?.status, t?.errors[0]?.detail];
+    }
+  }
+  return ids;
+}
+// Signals: out to a user or a call, in as 'signal'.
+const signalled: Promise<void> = client.signal({ to: 'u2' }, 'typing', { on: true });
+client.signal({ call: 'v3:cc' }, 'typing', null);
+client.signal({ to: 'u2' }, 'typing');
+// @ts-expect-error a target is required
+client.signal({}, 'typing', {});
+// @ts-expect-error not both
+client.signal({ to: 'u2', call: 'v3:cc' }, 'typing', {});
+client.on('signal', (d) => {
+  assertType<Equal<typeof d, SignalData>>();
+  const from: string = d.from;
+  return [from, d.name, d.data, d.to, d.call];
+});
+new CallbridgeClient({ url: 'wss://x/ws', getToken: () => 't', WebSocket: WS, actionTimeoutMs: 30_000 });
+void [dtmf, useActions, signalled];
+
 const action: CloseAction | undefined = CLOSE_CODE_ACTIONS[4003];
 void [seq, calls, state, status, useSent, action];
