@@ -46,5 +46,5 @@ echo "== clients/js integration (release daemon) and browser (/dev and /console 
 cargo build --release --locked --bin callbridge
 export CALLBRIDGE_ARTIFACTS="$PWD/target/artifacts"
 (cd clients/js && npm run --silent test:integration)
-echo "screenshots: $CALLBRIDGE_ARTIFACTS/dev-page.png, $CALLBRIDGE_ARTIFACTS/console-page.png"
+echo "screenshots: $CALLBRIDGE_ARTIFACTS/dev-page.png, $CALLBRIDGE_ARTIFACTS/dev-page-actions.png, $CALLBRIDGE_ARTIFACTS/console-page.png"
 (cd clients/js && npm run --silent size)

@@ -2,9 +2,10 @@
 // release build, or CALLBRIDGE_BIN) on a free loopback port with its own
 // data dir, a TCP proxy in front of it that can cut or black-hole every
 // connection, webhooks signed with the dev Ed25519 key exactly as Telnyx
-// signs them, dialer tokens minted with the dev JWT secret, and the admin API.
+// signs them (or posted by `callbridge simulate`), dialer tokens minted with
+// the dev JWT secret, and the admin API.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
@@ -12,6 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import WS from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -148,6 +150,19 @@ export class Daemon {
       to: DEMO_PHONE,
       ...extra,
     });
+  }
+
+  /**
+   * `callbridge simulate EVENT --to <demo's number> --call CALL`, as an
+   * operator types it in a second terminal (same data dir and listen
+   * address); resolves once the daemon answered 200.
+   */
+  async simulate(event, call, args = []) {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CALLBRIDGE_')));
+    const { stdout } = await promisify(execFile)(BIN, ['simulate', event, '--to', DEMO_PHONE, '--call', call, ...args], {
+      env: { ...env, CALLBRIDGE_DATA_DIR: this.dir, CALLBRIDGE_LISTEN: `127.0.0.1:${this.port}` },
+    });
+    if (!stdout.startsWith('HTTP 200')) throw new Error(`simulate ${event}: ${stdout}`);
   }
 
   /** An HS256 dialer token for `sub`, valid for `ttlSecs`. */
