@@ -127,7 +127,7 @@ bench() { # label url[,url] pid [args...]
     "$BENCH" --url "$urls" --data-dir "$DATA" --admin-token "$ADMIN" --pid "$pid" --label "$label" "$@"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB, load average $(cut -d" " -f1-3 /proc/loadavg)"
 if command -v openssl >/dev/null; then
     echo "Ed25519 verify ceiling: $(openssl speed -seconds 2 ed25519 2>/dev/null | awk '/^ *253 bits/{print $NF}') verifies/s on one core (openssl speed ed25519)"
 fi
