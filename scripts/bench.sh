@@ -35,6 +35,17 @@
 #   mongodb-messages-room  MongoDB, messages to a call of 200 users, one
 #              at a time (they share the 200 counters, so more in flight
 #              only queue)
+#   recovery   the `rate` run on fresh daemons without and with a backlog of
+#              RECOVERY_BACKLOG failed deliveries in a Telnyx API stand-in
+#              (callbridge-bench --recovery), recovered by POST /api/recover
+#              2 s into the webhooks, alternating, RECOVERY_ROUNDS [2] times
+#              each: events ingested per second, the daemon's RSS during the
+#              run, the webhooks' delivery latency while it lasts
+#   mongodb-recovery  the same on MongoDB with a smaller backlog
+#              (MONGO_RECOVERY_BACKLOG: SecantusDB takes ~10 ms per ingest
+#              and a run ingests one at a time): USERS on CONNS sockets at a
+#              fixed MONGO_RECOVERY_RATE [30] webhooks/s from 2 posters (16
+#              posters, started together, would post in bursts of 16)
 #
 # SCENARIOS picks some (default: all, in this order), e.g.
 # SCENARIOS="rate broadcast" scripts/bench.sh. DAEMON_BIN runs another
@@ -42,7 +53,8 @@
 # Sizes come from the environment (defaults in brackets): MEM_WEBHOOKS
 # [20000], RATE_WEBHOOKS [20000], BCAST_WEBHOOKS [2000], IDLE_CONNS [10000],
 # MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [50], MSG_COUNT [5000],
-# MONGO_MSG_COUNT [50], CONCURRENCY [16],
+# MONGO_MSG_COUNT [50], RECOVERY_BACKLOG [10000], MONGO_RECOVERY_BACKLOG
+# [1000], MONGO_RECOVERY_WEBHOOKS [600], CONCURRENCY [16],
 # USERS [50], CONNS [100]. Figures are measurements of this machine;
 # nothing here asserts a target. A run that loses an event exits non-zero.
 set -euo pipefail
@@ -57,7 +69,12 @@ MONGO_BCAST_WEBHOOKS="${MONGO_BCAST_WEBHOOKS:-50}"
 MSG_COUNT="${MSG_COUNT:-5000}"
 MONGO_MSG_COUNT="${MONGO_MSG_COUNT:-50}"
 CONSOLE_ROUNDS="${CONSOLE_ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console}"
+RECOVERY_BACKLOG="${RECOVERY_BACKLOG:-10000}"
+MONGO_RECOVERY_BACKLOG="${MONGO_RECOVERY_BACKLOG:-1000}"
+MONGO_RECOVERY_RATE="${MONGO_RECOVERY_RATE:-30}"
+MONGO_RECOVERY_WEBHOOKS="${MONGO_RECOVERY_WEBHOOKS:-600}"
+RECOVERY_ROUNDS="${RECOVERY_ROUNDS:-2}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console recovery mongodb-recovery}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -110,7 +127,7 @@ bench() { # label url[,url] pid [args...]
     "$BENCH" --url "$urls" --data-dir "$DATA" --admin-token "$ADMIN" --pid "$pid" --label "$label" "$@"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB, load average $(cut -d" " -f1-3 /proc/loadavg)"
 if command -v openssl >/dev/null; then
     echo "Ed25519 verify ceiling: $(openssl speed -seconds 2 ed25519 2>/dev/null | awk '/^ *253 bits/{print $NF}') verifies/s on one core (openssl speed ed25519)"
 fi
@@ -234,4 +251,35 @@ if want console; then
             stop "$pid"
         done
     done
+fi
+# Recovery (contract §13): every daemon of these runs has a key and a Telnyx
+# API at a loopback port; with --recovery the load generator serves the
+# delivery log there, otherwise nothing listens (and the daemon's run at
+# startup, before the load generator, fails to connect: runs are asked for
+# with POST /api/recover, the next scheduled one is a day away).
+TELNYX_KEY=bench-telnyx-key-0123456789
+recovery_runs() { # label-prefix backlog mongodb-uri bench-args...
+    local prefix="$1" backlog="$2" uri="$3"; shift 3
+    for round in $(seq 1 "$RECOVERY_ROUNDS"); do
+        for mode in without with; do
+            port="$(free_port)"; tport="$(free_port)"
+            # A database of its own (ignored on the embedded store).
+            pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI="$uri" CALLBRIDGE_MONGODB_DB="bench-recovery-$round-$mode" \
+                CALLBRIDGE_TELNYX_API_KEY="$TELNYX_KEY" CALLBRIDGE_TELNYX_API_URL="http://127.0.0.1:$tport/v2" \
+                CALLBRIDGE_RECOVERY_INTERVAL=24h)"
+            extra=(); [ "$mode" = without ] || extra=(--recovery "$backlog" --telnyx-port "$tport" --telnyx-key "$TELNYX_KEY")
+            bench "$prefix-$mode-$round" "https://127.0.0.1:$port" "$pid" "$@" "${extra[@]}"
+            stop "$pid"
+        done
+    done
+}
+if want recovery; then
+    echo; echo "== recovery: the fixed-rate run without and with $RECOVERY_BACKLOG failed deliveries recovered during it"
+    recovery_runs recovery "$RECOVERY_BACKLOG" "" --users 1000 --conns 1000 \
+        --concurrency "$CONCURRENCY" --webhooks "$RATE_WEBHOOKS" --rate 2000
+fi
+if want mongodb-recovery; then
+    echo; echo "== mongodb-recovery: MongoDB at $MONGO_RECOVERY_RATE webhooks/s without and with $MONGO_RECOVERY_BACKLOG failed deliveries recovered"
+    recovery_runs mongodb-recovery "$MONGO_RECOVERY_BACKLOG" "$MONGO" --users "$USERS" --conns "$CONNS" \
+        --concurrency 2 --webhooks "$MONGO_RECOVERY_WEBHOOKS" --rate "$MONGO_RECOVERY_RATE"
 fi

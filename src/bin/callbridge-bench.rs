@@ -22,9 +22,17 @@
 //! line, output lines and exit codes (0; 3 when an event was lost; 2 for a bad
 //! command line; 101, a panic, when the setup fails) are what
 //! `scripts/bench.sh` and the README's table rely on.
+//!
+//! `--messages` replaces the webhooks with §8 messages ([`run_messages`]);
+//! `--recovery N` runs a Telnyx API stand-in holding N failed deliveries
+//! ([`telnyx_log`]) and recovers them while the webhooks are posted
+//! ([`run_recovery`]).
 
 // Functions fit on a screen: at most 80 lines of code (clippy.toml).
 #![warn(clippy::too_many_lines)]
+
+#[path = "callbridge-bench/telnyx_log.rs"]
+mod telnyx_log;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -104,7 +112,28 @@ struct Args {
     /// `/console` tab does: what an open console costs the daemon.
     #[arg(long)]
     console: bool,
+    /// Recover a backlog: a Telnyx API stand-in in this process, on
+    /// `--telnyx-port`, holds this many failed deliveries (`call.initiated`,
+    /// `call.answered`, `call.hangup` of N / 3 calls of the users, routed by
+    /// `client_state`); 2 s into the webhooks the run `POST`s
+    /// `/api/recover`, and the webhooks go on (past `--webhooks` if need
+    /// be) until it answered. Reports the run's events per second, the
+    /// daemon's RSS during it, the webhooks' delivery latency in its
+    /// window, and every recovered event's frames. The daemon must run with
+    /// `CALLBRIDGE_TELNYX_API_URL=http://127.0.0.1:PORT/v2` and
+    /// `CALLBRIDGE_TELNYX_API_KEY` = `--telnyx-key`.
+    #[arg(long, default_value_t = 0, requires = "telnyx_port")]
+    recovery: usize,
+    /// Loopback port for the `--recovery` stand-in.
+    #[arg(long)]
+    telnyx_port: Option<u16>,
+    /// The API key the `--recovery` stand-in accepts.
+    #[arg(long, default_value = "bench-telnyx-key-0123456789")]
+    telnyx_key: String,
 }
+
+/// How long the webhooks run before a `--recovery` run starts.
+const RECOVER_AFTER: Duration = Duration::from_secs(2);
 
 /// The number every user shares in a `--messages` run.
 const ROOM_NUMBER: &str = "+15550009999";
@@ -180,7 +209,20 @@ fn histogram_mean_ms(before: &str, after: &str, name: &str) -> f64 {
 struct Received {
     /// (user, event id) → frames received across that user's sessions.
     counts: HashMap<(usize, String), u32>,
-    delivery_us: Vec<u64>,
+    /// The same for frames marked `"recovered": true` (`--recovery`).
+    recovered: HashMap<(usize, String), u32>,
+    /// (sent, delivery latency) of each stamped frame, µs.
+    delivery_us: Vec<(u64, u64)>,
+}
+
+impl Received {
+    fn frames(&self) -> u64 {
+        self.counts.values().map(|c| *c as u64).sum()
+    }
+
+    fn recovered_frames(&self) -> u64 {
+        self.recovered.values().map(|c| *c as u64).sum()
+    }
 }
 
 /// What the run needs from the daemon's `--dev` data dir.
@@ -241,6 +283,9 @@ async fn main() {
     if args.messages > 0 {
         return run_messages(&args, &setup, clients, epoch).await;
     }
+    if args.recovery > 0 {
+        return run_recovery(&args, &setup, clients, epoch).await;
+    }
 
     let receiver = match args.outbound.as_deref() {
         Some(mode) => Some(outbound_receiver(&args, &setup, mode == "hang").await),
@@ -252,7 +297,7 @@ async fn main() {
     };
     let metrics_before = fetch_metrics(first, &setup.tls).await;
     let cpu_before = args.pid.and_then(cpu_ms);
-    let posted = post_webhooks(&args, &setup, epoch).await;
+    let posted = post_webhooks(&args, &setup, epoch, Indexes::upto(args.webhooks)).await;
     let expected = expected_frames(&args, &clients.sessions_per_user);
     wait_for_frames(&clients.received, expected).await;
     if let Some(r) = &receiver {
@@ -436,10 +481,15 @@ impl Reader {
         };
         let sent = stamp["bench_sent_us"].as_u64();
         let mut r = self.received.lock().unwrap();
-        *r.counts.entry((self.user, id.to_string())).or_default() += 1;
-        // Not stamped: the room's call event of a `--messages` run.
+        let counts = match v["data"]["recovered"] == true {
+            true => &mut r.recovered,
+            false => &mut r.counts,
+        };
+        *counts.entry((self.user, id.to_string())).or_default() += 1;
+        // Not stamped: the room's call event of a `--messages` run, and
+        // recovered events.
         if let Some(sent) = sent {
-            r.delivery_us.push(at.saturating_sub(sent));
+            r.delivery_us.push((sent, at.saturating_sub(sent)));
         }
     }
 }
@@ -476,10 +526,41 @@ async fn fetch_metrics(url: &str, tls: &Arc<rustls::ClientConfig>) -> String {
         .unwrap_or_default()
 }
 
-/// Posting: `--concurrency` posters share one counter of webhooks
-/// `0..webhooks`, so the run ends when the last one is accepted. Throughput is
-/// webhooks over the time until every poster is done.
-async fn post_webhooks(args: &Args, setup: &Setup, epoch: Instant) -> Posted {
+/// The webhook indexes the posters take: `next`, up to `end` (excluded).
+struct Indexes {
+    next: usize,
+    end: usize,
+}
+
+impl Indexes {
+    fn upto(end: usize) -> Arc<Mutex<Indexes>> {
+        Arc::new(Mutex::new(Indexes { next: 0, end }))
+    }
+
+    fn take(&mut self) -> Option<usize> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    /// Stop at `at_least` or at what was taken, whichever is more: the
+    /// indexes posted are `0..end`, with no gap.
+    fn stop(&mut self, at_least: usize) {
+        self.end = at_least.max(self.next);
+    }
+}
+
+/// Posting: `--concurrency` posters share the `indexes` of webhooks
+/// (`0..webhooks`, unless a `--recovery` run moves the end), so the run ends
+/// when the last one is accepted. Throughput is webhooks over the time until
+/// every poster is done.
+async fn post_webhooks(
+    args: &Args,
+    setup: &Setup,
+    epoch: Instant,
+    indexes: Arc<Mutex<Indexes>>,
+) -> Posted {
     let retries = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.webhooks)));
     let start = Instant::now();
@@ -487,10 +568,9 @@ async fn post_webhooks(args: &Args, setup: &Setup, epoch: Instant) -> Posted {
         urls: args.url.clone(),
         tls: setup.tls.clone(),
         signer: setup.signer.clone(),
-        next: Arc::new(AtomicU64::new(0)),
+        next: indexes,
         retries: retries.clone(),
         latencies: latencies.clone(),
-        webhooks: args.webhooks,
         users: args.users,
         interval: per_poster_interval(args),
         epoch,
@@ -530,11 +610,10 @@ struct Poster {
     urls: Vec<String>,
     tls: Arc<rustls::ClientConfig>,
     signer: Arc<Signer>,
-    /// The next webhook index to post.
-    next: Arc<AtomicU64>,
+    /// The webhook indexes left to post.
+    next: Arc<Mutex<Indexes>>,
     retries: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<u64>>>,
-    webhooks: usize,
     users: usize,
     interval: Option<Duration>,
     epoch: Instant,
@@ -560,10 +639,9 @@ impl Poster {
         let mut at_url = poster % self.urls.len();
         let mut tick = self.interval.map(tokio::time::interval);
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-            if i >= self.webhooks {
+            let Some(i) = self.next.lock().unwrap().take() else {
                 return;
-            }
+            };
             if let Some(t) = tick.as_mut() {
                 t.tick().await;
             }
@@ -655,15 +733,14 @@ fn expected_frames(args: &Args, sessions_per_user: &[u32]) -> u64 {
 /// every 100 ms, for at most 20 s (after that the missing ones count as
 /// lost).
 async fn wait_for_frames(received: &Mutex<Received>, expected: u64) {
+    wait_for(received, expected, Received::frames).await;
+}
+
+/// [`wait_for_frames`], counting with `count`.
+async fn wait_for(received: &Mutex<Received>, expected: u64, count: fn(&Received) -> u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let got: u64 = received
-            .lock()
-            .unwrap()
-            .counts
-            .values()
-            .map(|c| *c as u64)
-            .sum();
+        let got = count(&received.lock().unwrap());
         if got >= expected || Instant::now() > deadline {
             break;
         }
@@ -691,7 +768,7 @@ fn count_delivery(args: &Args, clients: &Clients) -> Tally {
             dup += got.saturating_sub(want) as u64;
         }
     }
-    let mut delivery_us = r.delivery_us.clone();
+    let mut delivery_us: Vec<u64> = r.delivery_us.iter().map(|d| d.1).collect();
     delivery_us.sort_unstable();
     Tally {
         lost,
@@ -1120,6 +1197,229 @@ async fn report_outbound(args: &Args, r: &OutboundReceiver) {
     );
 }
 
+/// What a `--recovery` run measured.
+struct RecoveryRun {
+    /// `POST /api/recover`'s answer: `fetched`, `ingested`, `duplicates`,
+    /// `skipped`, `checkpoint`.
+    report: Value,
+    secs: f64,
+    /// When the run was asked for and answered, µs since the epoch: the
+    /// webhooks sent in between are the ones it may have slowed down.
+    window_us: (u64, u64),
+    rss_before_kb: Option<u64>,
+    rss_max_kb: Option<u64>,
+    rss_samples: usize,
+    /// CPU time (ms) the daemon and this process used while the run lasted.
+    cpu_ms: (Option<u64>, Option<u64>),
+}
+
+/// `--recovery`: the stand-in and its backlog, the webhooks, and a
+/// recovery run [`RECOVER_AFTER`] into them ([`recover_during_webhooks`]);
+/// then every live and recovered frame, and the report.
+async fn run_recovery(args: &Args, setup: &Setup, clients: Clients, epoch: Instant) {
+    let first = args.url[0].as_str();
+    let now = callbridge::clock::now_ms();
+    let log = telnyx_log::DeliveryLog::generate(args.recovery, args.users, now, recovered_event_id);
+    println!(
+        "[{}] recovery backlog: {} failed deliveries in the Telnyx API stand-in ({:.1} MB of JSON)",
+        args.label,
+        log.len(),
+        log.bytes() as f64 / 1e6
+    );
+    let port = args.telnyx_port.expect("--telnyx-port");
+    let stand_in = telnyx_log::serve(port, &args.telnyx_key, log).await;
+    let metrics_before = fetch_metrics(first, &setup.tls).await;
+    let cpu_before = args.pid.and_then(cpu_ms);
+    let indexes = Indexes::upto(usize::MAX);
+    let (posted, run) = tokio::join!(
+        post_webhooks(args, setup, epoch, indexes.clone()),
+        recover_during_webhooks(args, setup, epoch, &indexes),
+    );
+    // The webhooks posted: `--webhooks`, or more when the run outlasted them.
+    let live = Args {
+        webhooks: posted.latencies_us.len(),
+        ..args.clone()
+    };
+    let expected = expected_frames(&live, &clients.sessions_per_user);
+    wait_for_frames(&clients.received, expected).await;
+    let expected_recovered = expected_recovered_frames(args, &clients.sessions_per_user);
+    wait_for(
+        &clients.received,
+        expected_recovered,
+        Received::recovered_frames,
+    )
+    .await;
+    let cpu_after = args.pid.and_then(cpu_ms);
+    let metrics_after = fetch_metrics(first, &setup.tls).await;
+    let tally = count_delivery(&live, &clients);
+    print_results(&live, &posted, &tally, &metrics_before, &metrics_after);
+    let recovered = count_recovered(args, &clients);
+    print_recovery(args, &run, &stand_in, &clients, &recovered);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        println!(
+            "[{}] daemon CPU: {} ms for {} webhooks and the recovery run",
+            args.label,
+            b.saturating_sub(a),
+            live.webhooks
+        );
+    }
+    for h in clients.readers {
+        h.abort();
+    }
+    if tally.lost + recovered.lost > 0 {
+        std::process::exit(3);
+    }
+}
+
+/// Waits [`RECOVER_AFTER`] into the webhooks, runs recovery, and then lets
+/// the posters stop at `--webhooks` (or at once, when the run outlasted
+/// them: the webhooks cover the whole run).
+async fn recover_during_webhooks(
+    args: &Args,
+    setup: &Setup,
+    epoch: Instant,
+    indexes: &Mutex<Indexes>,
+) -> RecoveryRun {
+    tokio::time::sleep(RECOVER_AFTER).await;
+    let run = recover_sampling_rss(args, setup, epoch).await;
+    indexes.lock().unwrap().stop(args.webhooks);
+    run
+}
+
+/// `POST /api/recover` (`{}`: from the checkpoint), reading the daemon's
+/// VmRSS every 100 ms until it answers.
+async fn recover_sampling_rss(args: &Args, setup: &Setup, epoch: Instant) -> RecoveryRun {
+    let rss_before_kb = args.pid.and_then(rss_kb);
+    let (mut rss_max_kb, mut rss_samples) = (rss_before_kb, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let auth = format!("Bearer {}", args.admin_token);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let url = format!("{}/api/recover", args.url[0]);
+    let own = std::process::id();
+    let cpu_before = (args.pid.and_then(cpu_ms), cpu_ms(own));
+    let start = Instant::now();
+    let asked = epoch.elapsed().as_micros() as u64;
+    let request = client::request_once(&url, "POST", &headers, "{}", setup.tls.clone());
+    tokio::pin!(request);
+    let answer = loop {
+        tokio::select! {
+            r = &mut request => break r.expect("POST /api/recover"),
+            _ = tick.tick() => {
+                if let Some(kb) = args.pid.and_then(rss_kb) {
+                    rss_max_kb = rss_max_kb.max(Some(kb));
+                    rss_samples += 1;
+                }
+            }
+        }
+    };
+    let answered = epoch.elapsed().as_micros() as u64;
+    let used = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
+    let cpu_ms = (
+        used(cpu_before.0, args.pid.and_then(cpu_ms)),
+        used(cpu_before.1, cpu_ms(own)),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "POST /api/recover: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    RecoveryRun {
+        report: answer.json(),
+        secs: start.elapsed().as_secs_f64(),
+        window_us: (asked, answered),
+        rss_before_kb,
+        rss_max_kb,
+        rss_samples,
+        cpu_ms,
+    }
+}
+
+/// Frames the backlog should produce: each event once per session of its
+/// user.
+fn expected_recovered_frames(args: &Args, sessions_per_user: &[u32]) -> u64 {
+    (0..args.recovery)
+        .map(|i| sessions_per_user[telnyx_log::user_of(i, args.users)] as u64)
+        .sum()
+}
+
+/// Recovered frames (`"recovered": true`) missing from, or beyond one per
+/// session of, each backlog event's user; and the delivery latencies of the
+/// webhooks sent while the run lasted.
+fn count_recovered(args: &Args, clients: &Clients) -> Tally {
+    let r = clients.received.lock().unwrap();
+    let (mut lost, mut dup) = (0u64, 0u64);
+    for i in 0..args.recovery {
+        let user = telnyx_log::user_of(i, args.users);
+        let want = clients.sessions_per_user[user];
+        let key = (user, recovered_event_id(i));
+        let got = r.recovered.get(&key).copied().unwrap_or(0);
+        lost += want.saturating_sub(got) as u64;
+        dup += got.saturating_sub(want) as u64;
+    }
+    Tally {
+        lost,
+        dup,
+        delivery_us: Vec::new(),
+    }
+}
+
+/// The `--recovery` lines: the run's counts and rate, the daemon's RSS, the
+/// webhooks' delivery latency while it ran, the recovered frames.
+fn print_recovery(
+    args: &Args,
+    run: &RecoveryRun,
+    stand_in: &telnyx_log::StandIn,
+    clients: &Clients,
+    recovered: &Tally,
+) {
+    let (label, rep) = (&args.label, &run.report);
+    let ingested = rep["ingested"].as_u64().unwrap_or(0);
+    println!(
+        "[{label}] recovery run: fetched {} ingested {} duplicates {} skipped {} in {:.2}s = {:.0} events ingested/s ({} pages served, {} requests refused; checkpoint {})",
+        rep["fetched"], rep["ingested"], rep["duplicates"], rep["skipped"], run.secs,
+        ingested as f64 / run.secs,
+        stand_in.pages.load(Ordering::Relaxed),
+        stand_in.refused.load(Ordering::Relaxed),
+        rep["checkpoint"]
+    );
+    let known = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+    println!(
+        "[{label}] daemon RSS during the run: {} KB before, max {} KB ({} samples, every 100 ms)",
+        known(run.rss_before_kb),
+        known(run.rss_max_kb),
+        run.rss_samples
+    );
+    println!(
+        "[{label}] CPU while the run lasted: daemon {} ms, load generator {} ms (in {:.2}s, with the webhooks)",
+        known(run.cpu_ms.0),
+        known(run.cpu_ms.1),
+        run.secs
+    );
+    let (from, to) = run.window_us;
+    let mut during: Vec<u64> = (clients.received.lock().unwrap().delivery_us.iter())
+        .filter(|(sent, _)| (from..=to).contains(sent))
+        .map(|d| d.1)
+        .collect();
+    during.sort_unstable();
+    println!(
+        "[{label}] delivery ms while the run lasted (webhooks sent in its {:.2}s): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  frames {}",
+        (to - from) as f64 / 1e6,
+        pct(&during, 0.50),
+        pct(&during, 0.90),
+        pct(&during, 0.99),
+        pct(&during, 1.0),
+        during.len()
+    );
+    println!(
+        "[{label}] recovered events at the dialers: {} events; lost {}  duplicate frames {}",
+        args.recovery, recovered.lost, recovered.dup
+    );
+}
+
 /// Unique per run, so a second run on the same daemon is not all duplicates.
 fn event_id(i: usize) -> String {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -1155,4 +1455,9 @@ fn webhook_body(i: usize, user: Option<usize>, epoch: Instant) -> String {
         "meta": {"attempt": 1}
     })
     .to_string()
+}
+
+/// The id of backlog event `i` (`--recovery`).
+fn recovered_event_id(i: usize) -> String {
+    format!("{}-recovered", event_id(i))
 }

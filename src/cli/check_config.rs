@@ -54,6 +54,7 @@ async fn check_telnyx_api(config: &Config) -> CliResult {
     let since = crate::clock::rfc3339_ms(crate::clock::now_ms() - 3_600_000);
     let q = crate::telnyx::api::deliveries::FailedSince {
         finished_gte: &since,
+        finished_lte: None,
         page_number: 1,
         page_size: 1,
     };

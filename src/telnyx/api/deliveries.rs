@@ -4,7 +4,7 @@
 //! as `None` (and skipped by the caller), not a reason to refuse the page.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use warp::http::Method;
 
 use super::{encode, Client, OnRateLimit, TelnyxError};
@@ -45,18 +45,49 @@ pub struct Delivery {
     /// ISO 8601; when the last attempt's answer (or failure) came.
     #[serde(default)]
     pub finished_at: Option<String>,
-    /// The original event: `id`, `event_type`, `occurred_at`, `payload`.
+    /// The original event (`id`, `event_type`, `occurred_at`, `payload`),
+    /// kept as its JSON text: ~1 KB a delivery, where a parsed tree would
+    /// take several times that while a run holds a batch of them.
     #[serde(default)]
-    pub webhook: Option<Value>,
+    pub webhook: Option<Box<RawValue>>,
+}
+
+/// What a run needs of a held webhook before ingesting it.
+#[derive(Debug, Deserialize)]
+pub struct WebhookHead {
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    payload: Option<PayloadHead>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadHead {
+    #[serde(default)]
+    call_control_id: Option<serde::de::IgnoredAny>,
+}
+
+impl WebhookHead {
+    /// A call event names its `call_control_id`.
+    pub fn is_call_event(&self) -> bool {
+        self.payload
+            .as_ref()
+            .is_some_and(|p| p.call_control_id.is_some())
+    }
 }
 
 impl Delivery {
-    /// The delivery's event as a webhook's envelope, when it is one.
-    pub fn envelope(&self) -> Option<Envelope> {
-        let data: EventData = serde_json::from_value(self.webhook.clone()?).ok()?;
-        let env = Envelope { data, meta: None };
-        env.check().ok().map(|_| env)
+    /// The few fields of the webhook a run sorts and filters by.
+    pub fn head(&self) -> Option<WebhookHead> {
+        serde_json::from_str(self.webhook.as_ref()?.get()).ok()
     }
+}
+
+/// A held webhook's text as an envelope, when it is one.
+pub fn envelope(webhook: &RawValue) -> Option<Envelope> {
+    let data: EventData = serde_json::from_str(webhook.get()).ok()?;
+    let env = Envelope { data, meta: None };
+    env.check().ok().map(|_| env)
 }
 
 /// Which failed deliveries to list.
@@ -64,6 +95,9 @@ impl Delivery {
 pub struct FailedSince<'a> {
     /// `filter[finished_at][gte]`, RFC 3339.
     pub finished_gte: &'a str,
+    /// `filter[finished_at][lte]`, RFC 3339: only to read a large backlog
+    /// window by window.
+    pub finished_lte: Option<&'a str>,
     /// 1-based.
     pub page_number: u32,
     pub page_size: u32,
@@ -71,12 +105,15 @@ pub struct FailedSince<'a> {
 
 impl FailedSince<'_> {
     fn path(&self) -> String {
-        let pairs = [
+        let mut pairs = vec![
             ("filter[status][eq]", "failed".to_string()),
             ("filter[finished_at][gte]", self.finished_gte.to_string()),
-            ("page[number]", self.page_number.to_string()),
-            ("page[size]", self.page_size.to_string()),
         ];
+        if let Some(lte) = self.finished_lte {
+            pairs.push(("filter[finished_at][lte]", lte.to_string()));
+        }
+        pairs.push(("page[number]", self.page_number.to_string()));
+        pairs.push(("page[size]", self.page_size.to_string()));
         let query: Vec<String> = pairs
             .iter()
             .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
@@ -109,6 +146,7 @@ mod tests {
     fn the_query_uses_the_apis_names() {
         let q = FailedSince {
             finished_gte: "2026-12-07T09:50:00.000Z",
+            finished_lte: None,
             page_number: 2,
             page_size: 100,
         };
@@ -135,9 +173,16 @@ mod tests {
         .unwrap();
         assert_eq!(page.data.len(), 3);
         assert_eq!(page.meta.total_pages, Some(1));
-        let env = page.data[0].envelope().unwrap();
-        assert_eq!(env.data.id, "e1");
-        assert!(page.data[1].envelope().is_none(), "no id");
-        assert!(page.data[2].envelope().is_none(), "no webhook");
+        let first = page.data[0].webhook.as_deref().unwrap();
+        assert_eq!(envelope(first).unwrap().data.id, "e1");
+        let head = page.data[0].head().unwrap();
+        assert!(head.is_call_event());
+        assert_eq!(head.occurred_at.as_deref(), Some("2026-12-07T09:59:00Z"));
+        assert!(
+            envelope(page.data[1].webhook.as_deref().unwrap()).is_none(),
+            "no id"
+        );
+        assert!(!page.data[1].head().unwrap().is_call_event());
+        assert!(page.data[2].head().is_none(), "no webhook");
     }
 }
