@@ -39,6 +39,8 @@ pub struct App {
     /// Every task the daemon spawns (connections, sessions, webhook
     /// processing), so shutdown can wait for them, bounded.
     pub tracker: TaskTracker,
+    /// The identity provider's keys (`CALLBRIDGE_JWT_JWKS_URL`), when set.
+    pub jwks: Option<Arc<crate::jwks::Jwks>>,
     /// Telnyx's REST API (recovery, call actions); `None` without a key.
     pub telnyx: Option<Arc<crate::telnyx::api::Client>>,
     /// Where call actions go (contract §14): Telnyx's API when there is a
@@ -69,9 +71,12 @@ impl App {
     /// Everything in `config` was parsed and checked when it was loaded, so
     /// this cannot fail.
     pub fn new(config: Config, store: Arc<dyn Store>, certs: Arc<CertResolver>) -> Arc<Self> {
-        let auth = Authenticator::new(&config.jwt);
-        let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
         let metrics = Metrics::default().with_store_commands(store.command_counter());
+        let jwks = config.jwt.jwks_url.as_deref().map(|url| {
+            crate::jwks::Jwks::new(url, metrics.jwks_fetches.clone(), metrics.jwks_keys.clone())
+        });
+        let auth = Authenticator::new(&config.jwt, jwks.clone());
+        let verifier = Verifier::new(config.telnyx_public_key, config.webhook_tolerance.as_secs());
         let telnyx = crate::telnyx::api::Client::new(&config.telnyx_api).map(Arc::new);
         let recovery = RecoveryBoard::new(config.recovery.is_some());
         let call_control = std::sync::OnceLock::new();
@@ -86,6 +91,7 @@ impl App {
             auth,
             metrics,
             started: Instant::now(),
+            jwks,
             telnyx,
             call_control,
             recovery,

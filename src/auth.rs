@@ -1,14 +1,20 @@
 //! Dialer tokens: JWTs signed with the configured HS256 secret or verified
 //! with a PEM public key (RS256, ES256 or EdDSA, chosen by the key's type).
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::jwt::JwtSettings;
+use crate::jwks::{Jwks, ALGORITHMS};
+use crate::jwt::{JwtKey, JwtSettings};
 
 /// Clock skew tolerated on `exp` (contract §4: at most 5 seconds).
 pub const LEEWAY_SECS: u64 = 5;
 
+/// A verified token's claims. `sub` holds the user id, read from the
+/// configured claim (`CALLBRIDGE_JWT_USER_CLAIM`, `sub` by default).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -17,6 +23,8 @@ pub struct Claims {
     pub iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +49,9 @@ pub enum AuthError {
     Revoked,
     #[error("token is for another user")]
     WrongUser,
+    /// A token that needs the provider's keys before any was fetched.
+    #[error("signing keys unavailable")]
+    NoKeys,
 }
 
 impl AuthError {
@@ -53,53 +64,118 @@ impl AuthError {
             AuthError::Disabled => "disabled",
             AuthError::Revoked => "revoked",
             AuthError::WrongUser => "wrong-user",
+            AuthError::NoKeys => "jwks-unavailable",
         }
     }
 }
 
+/// Verifies dialer tokens with whatever is configured: the HS256 secret or
+/// the PEM public key, and the provider's JWKS (contract §15); a token
+/// verified by any of them is accepted.
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    /// The secret or PEM key, and the one algorithm it verifies.
+    key: Option<(DecodingKey, Algorithm)>,
+    jwks: Option<Arc<Jwks>>,
+    user_claim: String,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Authenticator {
-    /// A verifier for the configured key, issuer and audience. The key was
-    /// parsed and checked with the configuration, so this cannot fail.
-    pub fn new(settings: &JwtSettings) -> Self {
-        let (key, alg) = settings.key.decoding();
-        let mut validation = Validation::new(alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(iss) = &settings.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
+    /// A verifier for the configured keys, issuer and audience. The keys
+    /// were parsed and checked with the configuration, so this cannot fail.
+    pub fn new(settings: &JwtSettings, jwks: Option<Arc<Jwks>>) -> Self {
+        Authenticator {
+            key: settings.key.as_ref().map(JwtKey::decoding),
+            jwks,
+            user_claim: settings.user_claim.clone(),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
         }
-        if let Some(aud) = &settings.audience {
-            validation.set_audience(&[aud]);
-            required.push("aud");
-        } else {
-            validation.validate_aud = false;
-        }
-        validation.set_required_spec_claims(&required);
-        Authenticator { key, validation }
     }
 
-    /// Check signature, algorithm, expiry (with leeway), issuer and audience.
-    pub fn decode(&self, token: &str) -> Result<Claims, AuthError> {
+    /// Check signature, algorithm, expiry (with leeway), issuer, audience
+    /// and the user claim. A token whose `kid` the provider's keys do not
+    /// know yet waits for one fetch of them (see [`Jwks::keys_for`]).
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) if data.claims.sub.is_empty() => Err(AuthError::Invalid),
-            Ok(data) => Ok(data.claims),
-            Err(e) => match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(AuthError::Expired),
-                _ => Err(AuthError::Invalid),
-            },
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let alg = header.alg;
+        if let Some((key, key_alg)) = &self.key {
+            if *key_alg == alg {
+                match self.check(token, key, alg) {
+                    Err(AuthError::Invalid) => {}
+                    other => return other,
+                }
+            }
         }
+        let Some(jwks) = self.jwks.as_ref().filter(|_| ALGORITHMS.contains(&alg)) else {
+            return Err(AuthError::Invalid);
+        };
+        if !jwks.ready() {
+            return Err(AuthError::NoKeys);
+        }
+        for k in jwks.keys_for(header.kid.as_deref(), alg).await {
+            match self.check(token, &k.decoding, alg) {
+                Err(AuthError::Invalid) => {}
+                other => return other,
+            }
+        }
+        Err(AuthError::Invalid)
     }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_exp = true;
+        let mut required = vec!["exp"];
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if let Some(aud) = &self.audience {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        } else {
+            v.validate_aud = false;
+        }
+        v.set_required_spec_claims(&required);
+        v
+    }
+
+    /// One key's verdict; the user id from the configured claim (no
+    /// fallback to `sub`).
+    fn check(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, AuthError> {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation(alg))
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?;
+        let c = data.claims;
+        let user = match c.get(&self.user_claim) {
+            Some(Value::String(u)) if !u.is_empty() => u.clone(),
+            _ => return Err(AuthError::Invalid),
+        };
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(Claims {
+            sub: user,
+            exp: c.get("exp").and_then(Value::as_i64).unwrap_or(0),
+            iat: c.get("iat").and_then(Value::as_i64),
+            email: text("email"),
+            name: text("name"),
+            iss: text("iss"),
+            aud: c.get("aud").cloned(),
+        })
+    }
+}
+
+/// The `kid` of a token's header, for the log line of a refusal (never
+/// the token).
+pub fn kid_of(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token.trim()).ok()?.kid
 }
 
 /// Mint an HS256 token (the `token` command, tests, the dev quick tour).
@@ -110,11 +186,38 @@ pub fn mint(
     ttl_secs: i64,
     now_secs: i64,
 ) -> Result<String, String> {
+    mint_for(secret, "sub", sub, email, ttl_secs, now_secs)
+}
+
+/// [`mint`], the user id also under `user_claim` when that is not `sub`
+/// (`CALLBRIDGE_JWT_USER_CLAIM`).
+pub fn mint_for(
+    secret: &[u8],
+    user_claim: &str,
+    sub: &str,
+    email: Option<&str>,
+    ttl_secs: i64,
+    now_secs: i64,
+) -> Result<String, String> {
+    if user_claim != "sub" {
+        let mut claims = serde_json::json!({"sub": sub, "exp": now_secs + ttl_secs, "iat": now_secs});
+        claims[user_claim] = Value::String(sub.to_string());
+        if let Some(e) = email {
+            claims["email"] = Value::String(e.to_string());
+        }
+        return jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .map_err(|e| e.to_string());
+    }
     let claims = Claims {
         sub: sub.to_string(),
         exp: now_secs + ttl_secs,
         iat: Some(now_secs),
         email: email.map(str::to_string),
+        name: None,
         iss: None,
         aud: None,
     };
@@ -135,11 +238,18 @@ mod tests {
     const SECRET: &[u8] = b"a-very-long-test-secret";
 
     fn with_secret(issuer: Option<&str>, audience: Option<&str>) -> Authenticator {
-        Authenticator::new(&JwtSettings {
-            key: JwtKey::Secret(SECRET.to_vec()),
-            issuer: issuer.map(Into::into),
-            audience: audience.map(Into::into),
-        })
+        let mut settings = JwtSettings::with_key(JwtKey::Secret(SECRET.to_vec()));
+        settings.issuer = issuer.map(Into::into);
+        settings.audience = audience.map(Into::into);
+        Authenticator::new(&settings, None)
+    }
+
+    /// `verify` on a runtime of its own (these tests are plain `#[test]`s).
+    fn dec(a: &Authenticator, token: &str) -> Result<Claims, AuthError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(a.verify(token))
     }
 
     #[test]
@@ -147,20 +257,20 @@ mod tests {
         let a = with_secret(None, None);
         let now = now_secs();
         let t = mint(b"a-very-long-test-secret", "u1", Some("a@x"), 60, now).unwrap();
-        let c = a.decode(&t).unwrap();
+        let c = dec(&a, &t).unwrap();
         assert_eq!(c.sub, "u1");
         assert_eq!(c.email.as_deref(), Some("a@x"));
 
         let wrong = mint(b"another-long-secret!!", "u1", None, 60, now).unwrap();
-        assert_eq!(a.decode(&wrong).unwrap_err(), AuthError::Invalid);
-        assert_eq!(a.decode("").unwrap_err(), AuthError::Missing);
-        assert_eq!(a.decode("a.b.c").unwrap_err(), AuthError::Invalid);
+        assert_eq!(dec(&a, &wrong).unwrap_err(), AuthError::Invalid);
+        assert_eq!(dec(&a, "").unwrap_err(), AuthError::Missing);
+        assert_eq!(dec(&a, "a.b.c").unwrap_err(), AuthError::Invalid);
 
         // Within the 5 s leeway: accepted; beyond: expired.
         let late = mint(b"a-very-long-test-secret", "u1", None, -3, now).unwrap();
-        assert!(a.decode(&late).is_ok());
+        assert!(dec(&a, &late).is_ok());
         let expired = mint(b"a-very-long-test-secret", "u1", None, -10, now).unwrap();
-        assert_eq!(a.decode(&expired).unwrap_err(), AuthError::Expired);
+        assert_eq!(dec(&a, &expired).unwrap_err(), AuthError::Expired);
     }
 
     #[test]
@@ -174,24 +284,24 @@ mod tests {
                 exp: now + 60,
                 iat: Some(now),
                 email: None,
+                name: None,
                 iss: iss.map(Into::into),
                 aud: aud.map(|a| serde_json::Value::String(a.into())),
             };
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &key).unwrap()
         };
-        assert!(a
-            .decode(&mk(Some("dialer-backend"), Some("callbridge")))
+        assert!(dec(&a, &mk(Some("dialer-backend"), Some("callbridge")))
             .is_ok());
         assert_eq!(
-            a.decode(&mk(None, Some("callbridge"))).unwrap_err(),
+            dec(&a, &mk(None, Some("callbridge"))).unwrap_err(),
             AuthError::Invalid
         );
         assert_eq!(
-            a.decode(&mk(Some("dialer-backend"), None)).unwrap_err(),
+            dec(&a, &mk(Some("dialer-backend"), None)).unwrap_err(),
             AuthError::Invalid
         );
         assert_eq!(
-            a.decode(&mk(Some("evil"), Some("callbridge"))).unwrap_err(),
+            dec(&a, &mk(Some("evil"), Some("callbridge"))).unwrap_err(),
             AuthError::Invalid
         );
     }
@@ -201,15 +311,11 @@ mod tests {
         let a = with_secret(None, None);
         // {"alg":"none"} header, valid-looking claims, empty signature.
         let forged = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
-        assert_eq!(a.decode(forged).unwrap_err(), AuthError::Invalid);
+        assert_eq!(dec(&a, forged).unwrap_err(), AuthError::Invalid);
     }
 
     fn with_public_pem(pem: &str) -> Authenticator {
-        Authenticator::new(&JwtSettings {
-            key: JwtKey::from_public_pem(pem).unwrap(),
-            issuer: None,
-            audience: None,
-        })
+        Authenticator::new(&JwtSettings::with_key(JwtKey::from_public_pem(pem).unwrap()), None)
     }
 
     fn claims(sub: &str, ttl: i64) -> Claims {
@@ -219,6 +325,7 @@ mod tests {
             exp: now + ttl,
             iat: Some(now),
             email: None,
+            name: None,
             iss: None,
             aud: None,
         }
@@ -232,20 +339,20 @@ mod tests {
         let (other_private, _) = make();
         let a = with_public_pem(&public_pem);
         let good = jsonwebtoken::encode(&Header::new(alg), &claims("u1", 60), &private).unwrap();
-        assert_eq!(a.decode(&good).unwrap().sub, "u1");
+        assert_eq!(dec(&a, &good).unwrap().sub, "u1");
         let forged =
             jsonwebtoken::encode(&Header::new(alg), &claims("u1", 60), &other_private).unwrap();
-        assert_eq!(a.decode(&forged).unwrap_err(), AuthError::Invalid);
+        assert_eq!(dec(&a, &forged).unwrap_err(), AuthError::Invalid);
         let confused = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims("u1", 60),
             &EncodingKey::from_secret(public_pem.as_bytes()),
         )
         .unwrap();
-        assert_eq!(a.decode(&confused).unwrap_err(), AuthError::Invalid);
+        assert_eq!(dec(&a, &confused).unwrap_err(), AuthError::Invalid);
         let expired =
             jsonwebtoken::encode(&Header::new(alg), &claims("u1", -60), &private).unwrap();
-        assert_eq!(a.decode(&expired).unwrap_err(), AuthError::Expired);
+        assert_eq!(dec(&a, &expired).unwrap_err(), AuthError::Expired);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub const KEYS: &[&str] = &[
     "jwt_public_key",
     "jwt_issuer",
     "jwt_audience",
+    "jwt_jwks_url",
+    "jwt_user_claim",
+    "jwt_auto_provision",
     "mongodb_uri",
     "mongodb_db",
     "admin_token",
@@ -578,17 +581,53 @@ impl Parser<'_> {
     }
 
     fn jwt(&mut self, dev: Option<&DevDefaults>) -> JwtSettings {
+        let jwks_url = self.jwks_url();
         JwtSettings {
-            key: self.jwt_key(dev),
+            key: self.jwt_key(dev, jwks_url.is_some()),
+            jwks_url,
+            user_claim: self.user_claim(),
+            auto_provision: self.auto_provision(),
             issuer: self.src.get("jwt_issuer").map(str::to_string),
             audience: self.src.get("jwt_audience").map(str::to_string),
         }
     }
 
-    /// Exactly one of the secret and the public key (with `--dev`, the dev
-    /// secret when neither is set). The PEM is parsed here, once.
-    fn jwt_key(&mut self, dev: Option<&DevDefaults>) -> JwtKey {
-        let placeholder = JwtKey::Secret(Vec::new());
+    /// `https://…`, or `http://` to loopback (a test's provider).
+    fn jwks_url(&mut self) -> Option<String> {
+        let url = self.src.get("jwt_jwks_url")?.to_string();
+        if let Err(reason) = check_api_url(&url) {
+            self.invalid("jwt_jwks_url", reason);
+        }
+        Some(url)
+    }
+
+    /// A top-level claim name: `sub`, `user_id`, or a URL-like custom one.
+    fn user_claim(&mut self) -> String {
+        let claim = self.src.get("jwt_user_claim").unwrap_or("sub").to_string();
+        if claim.len() > 256 || claim.contains(char::is_whitespace) {
+            self.invalid("jwt_user_claim", "must be a claim name without spaces");
+        }
+        claim
+    }
+
+    /// `off`, or `agent` (the role given to a provisioned user).
+    fn auto_provision(&mut self) -> bool {
+        match self.src.get("jwt_auto_provision").map(|s| s.to_ascii_lowercase()) {
+            None => false,
+            Some(s) if s == "off" => false,
+            Some(s) if s == "agent" => true,
+            Some(s) => {
+                self.invalid("jwt_auto_provision", format!("`{s}` is not one of off, agent"));
+                false
+            }
+        }
+    }
+
+    /// At most one of the secret and the public key (with `--dev`, the dev
+    /// secret when neither is set); one of them or the JWKS URL is
+    /// required. The PEM is parsed here, once.
+    fn jwt_key(&mut self, dev: Option<&DevDefaults>, jwks: bool) -> Option<JwtKey> {
+        let placeholder = Some(JwtKey::Secret(Vec::new()));
         match (
             self.src.get("jwt_secret"),
             self.src.get("jwt_public_key"),
@@ -605,21 +644,23 @@ impl Parser<'_> {
                 if secret.len() < MIN_SECRET_LEN {
                     self.invalid("jwt_secret", "must be at least 16 characters");
                 }
-                JwtKey::Secret(secret.as_bytes().to_vec())
+                Some(JwtKey::Secret(secret.as_bytes().to_vec()))
             }
             (None, Some(raw), _) => {
                 match load_pem_text(raw).and_then(|pem| JwtKey::from_public_pem(&pem)) {
-                    Ok(key) => key,
+                    Ok(key) => Some(key),
                     Err(reason) => {
                         self.invalid("jwt_public_key", reason);
                         placeholder
                     }
                 }
             }
-            (None, None, Some(d)) => JwtKey::Secret(d.jwt_secret.as_bytes().to_vec()),
+            (None, None, Some(d)) => Some(JwtKey::Secret(d.jwt_secret.as_bytes().to_vec())),
+            (None, None, None) if jwks => None,
             (None, None, None) => {
                 self.errors.push(ConfigError::Missing {
-                    var: "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY".into(),
+                    var: "CALLBRIDGE_JWT_SECRET, CALLBRIDGE_JWT_PUBLIC_KEY or CALLBRIDGE_JWT_JWKS_URL"
+                        .into(),
                     hint: " (how dialer tokens are verified)".into(),
                 });
                 placeholder
@@ -1027,7 +1068,7 @@ mod tests {
             "CALLBRIDGE_TLS_CERT",
             "CALLBRIDGE_TLS_KEY",
             "CALLBRIDGE_TELNYX_PUBLIC_KEY",
-            "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY",
+            "CALLBRIDGE_JWT_SECRET, CALLBRIDGE_JWT_PUBLIC_KEY or CALLBRIDGE_JWT_JWKS_URL",
         ] {
             assert!(text.contains(var), "{var} missing from {text}");
         }
@@ -1164,7 +1205,7 @@ mod tests {
                 "CALLBRIDGE_TLS_CERT is required (PEM certificate chain, e.g. Let's Encrypt fullchain.pem; or run with --dev)",
                 "CALLBRIDGE_TLS_KEY is required (PEM private key, e.g. Let's Encrypt privkey.pem; or run with --dev)",
                 "CALLBRIDGE_TELNYX_PUBLIC_KEY is required (base64 Ed25519 public key from the Telnyx portal)",
-                "CALLBRIDGE_JWT_SECRET or CALLBRIDGE_JWT_PUBLIC_KEY is required (how dialer tokens are verified)",
+                "CALLBRIDGE_JWT_SECRET, CALLBRIDGE_JWT_PUBLIC_KEY or CALLBRIDGE_JWT_JWKS_URL is required (how dialer tokens are verified)",
             ]
         );
         let key31 = b64(&[7u8; 31]);
@@ -1209,10 +1250,10 @@ mod tests {
         let c = load(&pairs).unwrap();
         assert!(matches!(
             c.jwt.key,
-            JwtKey::Public {
+            Some(JwtKey::Public {
                 alg: Algorithm::ES256,
                 ..
-            }
+            })
         ));
         // A token signed with the private half verifies with the loaded key.
         let claims = serde_json::json!({"sub": "u2", "exp": crate::clock::now_secs() + 60});
@@ -1222,7 +1263,7 @@ mod tests {
             &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
         )
         .unwrap();
-        let (key, alg) = c.jwt.key.decoding();
+        let (key, alg) = c.jwt.key.as_ref().unwrap().decoding();
         let data =
             jsonwebtoken::decode::<serde_json::Value>(&t, &key, &Validation::new(alg)).unwrap();
         assert_eq!(data.claims["sub"], "u2");
@@ -1233,7 +1274,7 @@ mod tests {
         pairs.push(("CALLBRIDGE_JWT_PUBLIC_KEY", one_line));
         assert!(matches!(
             load(&pairs).unwrap().jwt.key,
-            JwtKey::Public { .. }
+            Some(JwtKey::Public { .. })
         ));
 
         pairs.pop();

@@ -33,6 +33,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// `/ready`: something the daemon needs is not there yet.
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
     /// The new certificate did not load; the previous one stays in service.
     #[error("{0}; the previous certificate stays in service")]
     ReloadRefused(#[from] TlsError),
@@ -49,7 +52,10 @@ impl ApiError {
         match self {
             ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Envelope(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Store(_) | ApiError::ShuttingDown | ApiError::TooManyStreams(_) => {
+            ApiError::Store(_)
+            | ApiError::ShuttingDown
+            | ApiError::NotReady(_)
+            | ApiError::TooManyStreams(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +88,7 @@ impl ApiError {
             ApiError::OriginRefused => "origin-not-allowed",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::ShuttingDown => "shutting-down",
+            ApiError::NotReady(_) => "not-ready",
             ApiError::ReloadRefused(_) => "reload-refused",
             ApiError::TooManyStreams(_) => "too-many-streams",
             ApiError::Recovery(f) => match f {

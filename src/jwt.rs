@@ -54,11 +54,34 @@ impl std::fmt::Debug for JwtKey {
 /// Everything a dialer token is checked against (`CALLBRIDGE_JWT_*`).
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    pub key: JwtKey,
+    /// The secret or the PEM public key; `None` when only the JWKS is.
+    pub key: Option<JwtKey>,
+    /// `CALLBRIDGE_JWT_JWKS_URL` (contract §15): the identity provider's
+    /// keys, beside `key`.
+    pub jwks_url: Option<String>,
+    /// `CALLBRIDGE_JWT_USER_CLAIM`: the top-level claim holding the user id.
+    pub user_claim: String,
+    /// `CALLBRIDGE_JWT_AUTO_PROVISION=agent`: an unknown user named by a
+    /// valid token is created as an agent.
+    pub auto_provision: bool,
     /// When set, a token must carry this `iss`.
     pub issuer: Option<String>,
     /// When set, a token must carry this `aud`.
     pub audience: Option<String>,
+}
+
+impl JwtSettings {
+    /// Settings with one key and the defaults (tests, tools).
+    pub fn with_key(key: JwtKey) -> Self {
+        JwtSettings {
+            key: Some(key),
+            jwks_url: None,
+            user_claim: "sub".into(),
+            auto_provision: false,
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod httpc;
 pub mod hub;
+pub mod jwks;
 pub mod jwt;
 pub mod messages;
 pub mod metrics;

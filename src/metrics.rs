@@ -86,6 +86,9 @@ pub struct Metrics {
     pub recovery_last_success: Gauge,
     /// Call actions (§14) by action and outcome (`ok` or the error code).
     pub call_actions: Family<ActionOutcomeLabel, Counter>,
+    /// JWKS fetches (§15) by outcome, and the keys known.
+    pub jwks_fetches: Family<OutcomeLabel, Counter>,
+    pub jwks_keys: Gauge,
     /// Outbound attempts by endpoint and outcome (delivered, retry, failed).
     pub outbound_attempts: Family<EndpointOutcomeLabel, Counter>,
     pub outbound_enqueued: Counter,
@@ -131,6 +134,8 @@ impl Default for Metrics {
             recovered_events: Family::default(),
             recovery_last_success: Gauge::default(),
             call_actions: Family::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
             outbound_attempts: Family::default(),
             outbound_enqueued: Counter::default(),
             outbound_latency: Histogram::new(seconds_buckets()),
@@ -293,6 +298,16 @@ impl Metrics {
             "call_actions",
             "Call actions from dialers (answer, hangup, dial, ...) by action and outcome",
             self.call_actions.clone(),
+        );
+        r.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's JWKS by outcome",
+            self.jwks_fetches.clone(),
+        );
+        r.register(
+            "jwks_keys",
+            "Signing keys known from the identity provider's JWKS",
+            self.jwks_keys.clone(),
         );
     }
 
@@ -466,6 +481,8 @@ mod tests {
             "recovered_events",
             "recovery_last_success_timestamp_seconds",
             "call_actions",
+            "jwks_fetches",
+            "jwks_keys",
         ];
         assert_eq!(names, want, "{text}");
     }

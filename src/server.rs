@@ -108,6 +108,9 @@ pub async fn run(
     spawn_feed(&app);
     crate::outbound::spawn(&app);
     crate::recovery::spawn(&app);
+    if let Some(jwks) = &app.jwks {
+        app.tracker.spawn(jwks.clone().run(app.shutdown.clone()));
+    }
     crate::reload::spawn(&app);
     crate::systemd::spawn_watchdog(&app.shutdown, &app.tracker);
     // The listener is bound (the caller did it) and the store answered

@@ -31,7 +31,12 @@ async fn check_config(file: Option<&Path>, dev: bool) -> CliResult {
         config.tls.cert.display()
     );
     // The key was parsed with the configuration: a bad one is reported above.
-    println!("ok: JWT verification key");
+    if config.jwt.key.is_some() {
+        println!("ok: JWT verification key");
+    }
+    if let Some(url) = &config.jwt.jwks_url {
+        check_jwks(url).await?;
+    }
     match &config.mongodb_uri {
         None => {
             println!("ok: store: embedded in-memory (CALLBRIDGE_MONGODB_URI not set; nothing survives a restart)");
@@ -39,6 +44,33 @@ async fn check_config(file: Option<&Path>, dev: bool) -> CliResult {
         Some(uri) => check_mongodb(&config, uri).await?,
     }
     check_telnyx_api(&config).await
+}
+
+/// The identity provider's JWKS: fetched once, its keys listed (contract §15).
+async fn check_jwks(url: &str) -> CliResult {
+    let jwks = crate::jwks::Jwks::new(url, Default::default(), Default::default());
+    match jwks.fetch().await {
+        Ok(max_age) => {
+            let keys = jwks.keys();
+            if keys.is_empty() {
+                return Err(CliError::usage(format!(
+                    "CALLBRIDGE_JWT_JWKS_URL: {url} holds no usable signing key \
+                     (RS*, PS*, ES256/384 or EdDSA)"
+                )));
+            }
+            println!(
+                "ok: JWKS {url}: {} key(s): {}; refreshed every {}s",
+                keys.len(),
+                crate::jwks::describe(&keys).join(", "),
+                max_age.as_secs()
+            );
+            Ok(())
+        }
+        Err(e @ crate::jwks::JwksError::Document(_)) => {
+            Err(CliError::usage(format!("CALLBRIDGE_JWT_JWKS_URL: {url}: {e}")))
+        }
+        Err(e) => Err(CliError::runtime(format!("CALLBRIDGE_JWT_JWKS_URL: {url}: {e}"))),
+    }
 }
 
 /// Whether the Telnyx API key works (one cheap authenticated request: a

@@ -73,8 +73,10 @@ fn token(user: &str, email: Option<&str>, ttl: &str, file: Option<&Path>) -> Cli
             }
         },
     };
-    let t = crate::auth::mint(
+    let claim = src.get("jwt_user_claim").unwrap_or("sub");
+    let t = crate::auth::mint_for(
         secret.as_bytes(),
+        claim,
         user,
         email,
         ttl,

@@ -210,9 +210,9 @@ pub async fn seed_demo_user(store: &dyn Store) -> StoreResult<()> {
 /// backend then). For the banner and the `/dev` page.
 pub fn demo_token(config: &crate::config::Config, ttl_secs: i64) -> Option<String> {
     match &config.jwt.key {
-        crate::jwt::JwtKey::Secret(s) => {
+        Some(crate::jwt::JwtKey::Secret(s)) => {
             crate::auth::mint(s, DEMO_USER, None, ttl_secs, crate::clock::now_secs()).ok()
         }
-        crate::jwt::JwtKey::Public { .. } => None,
+        _ => None,
     }
 }

@@ -45,6 +45,12 @@ async fn ready_handler(app: Arc<App>) -> Response {
     if app.is_draining() {
         return ApiError::ShuttingDown.into_response();
     }
+    // Contract §15: until the provider's keys were fetched once, its
+    // dialers cannot sign in here.
+    if app.jwks.as_ref().is_some_and(|j| !j.ready()) {
+        return ApiError::NotReady("the identity provider's keys (JWKS) were not fetched yet")
+            .into_response();
+    }
     match bounded(app.config.store_timeout, app.store.ping()).await {
         Ok(()) => json_reply(StatusCode::OK, &json!({"status":"ready"})),
         Err(e) => {

@@ -344,7 +344,10 @@ impl Session {
             Ok(ok) => Ok(ok),
             Err(AuthFail::Auth(e)) => {
                 self.app.metrics.auth_failed(e.reason());
-                tracing::info!(reason = e.reason(), "authentication refused");
+                // The key id names which key was tried; the token itself
+                // is never logged.
+                let kid = crate::auth::kid_of(token);
+                tracing::info!(reason = e.reason(), kid = kid.as_deref().unwrap_or(""), "authentication refused");
                 Err(End::close(close::POLICY, &e.to_string()))
             }
             Err(AuthFail::Store(e)) => {
@@ -858,11 +861,16 @@ impl Session {
 /// Token check plus the store's word on the user (contract §4: an unknown,
 /// disabled or revoked user is refused like a bad token).
 async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail> {
-    let claims = app.auth.decode(token).map_err(AuthFail::Auth)?;
-    let user = bounded(app.config.store_timeout, app.store.get_user(&claims.sub))
+    let claims = app.auth.verify(token).await.map_err(AuthFail::Auth)?;
+    let t = app.config.store_timeout;
+    let found = bounded(t, app.store.get_user(&claims.sub))
         .await
-        .map_err(AuthFail::Store)?
-        .ok_or(AuthFail::Auth(AuthError::UnknownUser))?;
+        .map_err(AuthFail::Store)?;
+    let user = match found {
+        Some(u) => u,
+        None if app.config.jwt.auto_provision => provision(app, &claims).await?,
+        None => return Err(AuthFail::Auth(AuthError::UnknownUser)),
+    };
     if user.disabled {
         return Err(AuthFail::Auth(AuthError::Disabled));
     }
@@ -874,6 +882,29 @@ async fn authenticate(app: &App, token: &str) -> Result<(Claims, User), AuthFail
         }
     }
     Ok((claims, user))
+}
+
+/// `CALLBRIDGE_JWT_AUTO_PROVISION=agent`: a valid token naming an unknown
+/// user creates it (an agent, with the token's `email` and `name`), once
+/// however many of its sockets open at the same moment.
+async fn provision(app: &App, claims: &Claims) -> Result<User, AuthFail> {
+    let user = User {
+        id: claims.sub.clone(),
+        email: claims.email.clone(),
+        name: claims.name.clone(),
+        role: crate::domain::Role::Agent,
+        phone_numbers: Vec::new(),
+        connection_ids: Vec::new(),
+        disabled: false,
+        tokens_revoked_at: None,
+    };
+    let (user, created) = bounded(app.config.store_timeout, app.store.provision_user(user))
+        .await
+        .map_err(AuthFail::Store)?;
+    if created {
+        tracing::info!(user = %user.id, "user provisioned from a valid token");
+    }
+    Ok(user)
 }
 
 /// The `ref` of a `send`, to echo in an answer to it.

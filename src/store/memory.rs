@@ -199,6 +199,15 @@ impl Store for MemoryStore {
         Ok(self.lock().users.get(id).cloned())
     }
 
+    async fn provision_user(&self, user: User) -> StoreResult<(User, bool)> {
+        let mut st = self.lock();
+        if let Some(existing) = st.users.get(&user.id) {
+            return Ok((existing.clone(), false));
+        }
+        st.users.insert(user.id.clone(), user.clone());
+        Ok((user, true))
+    }
+
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let mut st = self.lock();
         let found = st.users.remove(id).is_some();

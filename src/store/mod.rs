@@ -55,6 +55,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- users
     async fn upsert_user(&self, user: User) -> StoreResult<User>;
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// Create `user` unless a user with its id exists; the stored user and
+    /// whether it was created now. Concurrent calls create it once.
+    async fn provision_user(&self, user: User) -> StoreResult<(User, bool)>;
     /// Deletes the user with their history, presence and status.
     async fn delete_user(&self, id: &str) -> StoreResult<bool>;
     /// Marks every token issued up to `at` (Unix seconds) as revoked.

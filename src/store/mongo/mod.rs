@@ -27,6 +27,7 @@ mod feed;
 mod indexes;
 mod ingest;
 mod outbound;
+mod provision;
 mod recovery;
 
 use std::collections::HashMap;
@@ -362,6 +363,10 @@ impl Store for MongoStore {
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let d = self.coll("users").find_one(doc! {"_id": id}).await?;
         Ok(d.and_then(user_from_doc))
+    }
+
+    async fn provision_user(&self, user: User) -> StoreResult<(User, bool)> {
+        self.provision(user).await
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
