@@ -7,7 +7,8 @@
 #
 # MongoDB is SecantusDB (pinned, installed into .venv by scripts/secantus.sh),
 # started here on a free loopback port and stopped on exit. The official
-# Telnyx SDK (pinned, scripts/telnyx-sdk.sh) goes into the same .venv.
+# Telnyx SDK (pinned, scripts/telnyx-sdk.sh) and jwcrypto (pinned,
+# scripts/jose.sh) go into the same .venv.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,10 @@ export CALLBRIDGE_TEST_SECANTUSD="$SECANTUSD"
 # checks the tests' Telnyx API stand-in with it (tests/it/telnyx_standin.rs).
 TELNYX_PYTHON="$(scripts/telnyx-sdk.sh)"
 export CALLBRIDGE_TEST_TELNYX_PYTHON="$TELNYX_PYTHON"
+# jwcrypto (pinned, same virtualenv, scripts/jose.sh): tests/jose_provider.py
+# makes an identity provider's keys, JWKS and tokens (tests/common/jwks.rs).
+JOSE_PYTHON="$(scripts/jose.sh)"
+export CALLBRIDGE_TEST_JOSE_PYTHON="$JOSE_PYTHON"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp -t secantus.XXXXXX.log)"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod edges;
+pub mod jwks;
 pub mod mongo;
 pub mod process;
 pub mod receiver;

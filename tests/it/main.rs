@@ -16,6 +16,7 @@ mod cli;
 mod console;
 mod dev_telnyx;
 mod fan_out;
+mod jose_tooling;
 mod lifecycle;
 mod limits;
 mod messages;
