@@ -200,7 +200,8 @@ pub fn mint_for(
     now_secs: i64,
 ) -> Result<String, String> {
     if user_claim != "sub" {
-        let mut claims = serde_json::json!({"sub": sub, "exp": now_secs + ttl_secs, "iat": now_secs});
+        let mut claims =
+            serde_json::json!({"sub": sub, "exp": now_secs + ttl_secs, "iat": now_secs});
         claims[user_claim] = Value::String(sub.to_string());
         if let Some(e) = email {
             claims["email"] = Value::String(e.to_string());
@@ -290,8 +291,7 @@ mod tests {
             };
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &key).unwrap()
         };
-        assert!(dec(&a, &mk(Some("dialer-backend"), Some("callbridge")))
-            .is_ok());
+        assert!(dec(&a, &mk(Some("dialer-backend"), Some("callbridge"))).is_ok());
         assert_eq!(
             dec(&a, &mk(None, Some("callbridge"))).unwrap_err(),
             AuthError::Invalid
@@ -315,7 +315,10 @@ mod tests {
     }
 
     fn with_public_pem(pem: &str) -> Authenticator {
-        Authenticator::new(&JwtSettings::with_key(JwtKey::from_public_pem(pem).unwrap()), None)
+        Authenticator::new(
+            &JwtSettings::with_key(JwtKey::from_public_pem(pem).unwrap()),
+            None,
+        )
     }
 
     fn claims(sub: &str, ttl: i64) -> Claims {

@@ -612,12 +612,19 @@ impl Parser<'_> {
 
     /// `off`, or `agent` (the role given to a provisioned user).
     fn auto_provision(&mut self) -> bool {
-        match self.src.get("jwt_auto_provision").map(|s| s.to_ascii_lowercase()) {
+        match self
+            .src
+            .get("jwt_auto_provision")
+            .map(|s| s.to_ascii_lowercase())
+        {
             None => false,
             Some(s) if s == "off" => false,
             Some(s) if s == "agent" => true,
             Some(s) => {
-                self.invalid("jwt_auto_provision", format!("`{s}` is not one of off, agent"));
+                self.invalid(
+                    "jwt_auto_provision",
+                    format!("`{s}` is not one of off, agent"),
+                );
                 false
             }
         }

@@ -55,9 +55,7 @@ impl ApiError {
             ApiError::Store(_)
             | ApiError::ShuttingDown
             | ApiError::NotReady(_)
-            | ApiError::TooManyStreams(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::OriginRefused => StatusCode::FORBIDDEN,

@@ -195,7 +195,9 @@ impl Jwks {
         let outcome = tokio::time::timeout(FETCH_TIMEOUT, self.get()).await;
         let outcome = outcome.unwrap_or(Err(JwksError::Timeout(FETCH_TIMEOUT)));
         let label = if outcome.is_ok() { "ok" } else { "error" };
-        self.fetches.get_or_create(&OutcomeLabel { outcome: label }).inc();
+        self.fetches
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
         let result = outcome.map(|(keys, max_age)| {
             self.count.set(keys.len() as i64);
             *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
@@ -269,7 +271,13 @@ fn max_age(headers: &warp::http::HeaderMap) -> Duration {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse::<u64>().ok())
+        .find_map(|d| {
+            d.trim()
+                .strip_prefix("max-age=")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(DEFAULT_MAX_AGE, |s| {
             Duration::from_secs(s).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
         })
@@ -294,7 +302,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Key>, JwksError> {
 
 fn key(jwk: &Jwk) -> Option<Key> {
     let c = &jwk.common;
-    if c.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
+    if c.public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
         return None;
     }
     let family = match &jwk.algorithm {
@@ -304,7 +315,9 @@ fn key(jwk: &Jwk) -> Option<Key> {
             EllipticCurve::P384 => KeyKind::P384,
             _ => return None,
         },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => KeyKind::Ed25519,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            KeyKind::Ed25519
+        }
         // Symmetric keys have no place in a public document.
         _ => return None,
     };
@@ -340,7 +353,9 @@ fn algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
 pub fn describe(keys: &[Key]) -> Vec<String> {
     keys.iter()
         .map(|k| {
-            let alg = k.alg.map_or_else(|| format!("any {:?}", k.family), |a| format!("{a:?}"));
+            let alg = k
+                .alg
+                .map_or_else(|| format!("any {:?}", k.family), |a| format!("{a:?}"));
             format!("{} ({alg})", k.kid.as_deref().unwrap_or("<no kid>"))
         })
         .collect()

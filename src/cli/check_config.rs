@@ -66,10 +66,12 @@ async fn check_jwks(url: &str) -> CliResult {
             );
             Ok(())
         }
-        Err(e @ crate::jwks::JwksError::Document(_)) => {
-            Err(CliError::usage(format!("CALLBRIDGE_JWT_JWKS_URL: {url}: {e}")))
-        }
-        Err(e) => Err(CliError::runtime(format!("CALLBRIDGE_JWT_JWKS_URL: {url}: {e}"))),
+        Err(e @ crate::jwks::JwksError::Document(_)) => Err(CliError::usage(format!(
+            "CALLBRIDGE_JWT_JWKS_URL: {url}: {e}"
+        ))),
+        Err(e) => Err(CliError::runtime(format!(
+            "CALLBRIDGE_JWT_JWKS_URL: {url}: {e}"
+        ))),
     }
 }
 

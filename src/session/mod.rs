@@ -347,7 +347,11 @@ impl Session {
                 // The key id names which key was tried; the token itself
                 // is never logged.
                 let kid = crate::auth::kid_of(token);
-                tracing::info!(reason = e.reason(), kid = kid.as_deref().unwrap_or(""), "authentication refused");
+                tracing::info!(
+                    reason = e.reason(),
+                    kid = kid.as_deref().unwrap_or(""),
+                    "authentication refused"
+                );
                 Err(End::close(close::POLICY, &e.to_string()))
             }
             Err(AuthFail::Store(e)) => {

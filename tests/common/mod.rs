@@ -66,8 +66,21 @@ impl Server {
         s
     }
 
+    /// Start with extra settings, waiting only for `/health`: for a daemon
+    /// that is not ready yet on purpose (a provider's keys missing).
+    pub async fn start_live(extra: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_in_waiting(tmp.path().to_path_buf(), extra, "/health").await;
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Start on a given data dir (restarts reuse it).
     pub async fn start_in(dir: PathBuf, extra: &[(&str, &str)]) -> Server {
+        Self::start_in_waiting(dir, extra, "/ready").await
+    }
+
+    async fn start_in_waiting(dir: PathBuf, extra: &[(&str, &str)], wait: &str) -> Server {
         let (files, signer) = dev_files(&dir);
         let pubkey = callbridge::config::b64(&signer.public_key());
         let cert = files.cert.display().to_string();
@@ -94,7 +107,7 @@ impl Server {
         }
         let config = Config::from_sources(&Sources::from_pairs(pairs), false, None)
             .expect("test config is valid");
-        Self::start_config(config, dir, signer, &files.ca).await
+        Self::start_config_waiting(config, dir, signer, &files.ca, wait).await
     }
 
     /// Logs of the daemons under test: `CALLBRIDGE_TEST_LOG=debug`.
@@ -112,6 +125,16 @@ impl Server {
         dir: PathBuf,
         signer: Signer,
         ca: &std::path::Path,
+    ) -> Server {
+        Self::start_config_waiting(config, dir, signer, ca, "/ready").await
+    }
+
+    async fn start_config_waiting(
+        config: Config,
+        dir: PathBuf,
+        signer: Signer,
+        ca: &std::path::Path,
+        wait: &str,
     ) -> Server {
         Self::init_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -136,7 +159,7 @@ impl Server {
         };
         // Wait until the listener answers (the store may take a moment).
         for _ in 0..200 {
-            if let Ok(r) = s.get("/ready").await {
+            if let Ok(r) = s.get(wait).await {
                 if r.status == 200 {
                     return s;
                 }

@@ -17,6 +17,7 @@ mod console;
 mod dev_telnyx;
 mod fan_out;
 mod jose_tooling;
+mod jwks;
 mod lifecycle;
 mod limits;
 mod messages;
