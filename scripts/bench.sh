@@ -46,6 +46,15 @@
 #              and a run ingests one at a time): USERS on CONNS sockets at a
 #              fixed MONGO_RECOVERY_RATE [30] webhooks/s from 2 posters (16
 #              posters, started together, would post in bursts of 16)
+#   actions    embedded store, ACTIONS_COUNT call actions (`send_dtmf`,
+#              contract §14) from one dialer session on a call bound to its
+#              user, through the daemon to a Telnyx API stand-in in the load
+#              generator (callbridge-bench --actions), on a fresh daemon per
+#              window of ACTIONS_WINDOWS ["1 4"] actions in flight (1: one
+#              at a time; the daemon runs 4 of a connection at once):
+#              client -> stand-in and stand-in -> client latency (what
+#              callbridge adds), round trip, actions/s, daemon CPU per
+#              action; CALLBRIDGE_CALL_ACTIONS at its default
 #
 # SCENARIOS picks some (default: all, in this order), e.g.
 # SCENARIOS="rate broadcast" scripts/bench.sh. DAEMON_BIN runs another
@@ -54,7 +63,7 @@
 # [20000], RATE_WEBHOOKS [20000], BCAST_WEBHOOKS [2000], IDLE_CONNS [10000],
 # MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [50], MSG_COUNT [5000],
 # MONGO_MSG_COUNT [50], RECOVERY_BACKLOG [10000], MONGO_RECOVERY_BACKLOG
-# [1000], MONGO_RECOVERY_WEBHOOKS [600], CONCURRENCY [16],
+# [1000], MONGO_RECOVERY_WEBHOOKS [600], ACTIONS_COUNT [5000], CONCURRENCY [16],
 # USERS [50], CONNS [100]. Figures are measurements of this machine;
 # nothing here asserts a target. A run that loses an event exits non-zero.
 set -euo pipefail
@@ -74,7 +83,9 @@ MONGO_RECOVERY_BACKLOG="${MONGO_RECOVERY_BACKLOG:-1000}"
 MONGO_RECOVERY_RATE="${MONGO_RECOVERY_RATE:-30}"
 MONGO_RECOVERY_WEBHOOKS="${MONGO_RECOVERY_WEBHOOKS:-600}"
 RECOVERY_ROUNDS="${RECOVERY_ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console recovery mongodb-recovery}"
+ACTIONS_COUNT="${ACTIONS_COUNT:-5000}"
+ACTIONS_WINDOWS="${ACTIONS_WINDOWS:-1 4}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console recovery mongodb-recovery actions}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -282,4 +293,18 @@ if want mongodb-recovery; then
     echo; echo "== mongodb-recovery: MongoDB at $MONGO_RECOVERY_RATE webhooks/s without and with $MONGO_RECOVERY_BACKLOG failed deliveries recovered"
     recovery_runs mongodb-recovery "$MONGO_RECOVERY_BACKLOG" "$MONGO" --users "$USERS" --conns "$CONNS" \
         --concurrency 2 --webhooks "$MONGO_RECOVERY_WEBHOOKS" --rate "$MONGO_RECOVERY_RATE"
+fi
+if want actions; then
+    echo; echo "== actions: $ACTIONS_COUNT call actions through the daemon to a Telnyx API stand-in"
+    for window in $ACTIONS_WINDOWS; do
+        port="$(free_port)"; tport="$(free_port)"
+        # The client sends far more than a dialer's 300 messages a minute;
+        # the daemon runs no recovery (the stand-in holds no log).
+        pid="$(start_daemon "$port" CALLBRIDGE_MONGODB_URI= "${MSG_ENV[@]}" \
+            CALLBRIDGE_TELNYX_API_KEY="$TELNYX_KEY" CALLBRIDGE_TELNYX_API_URL="http://127.0.0.1:$tport/v2" \
+            CALLBRIDGE_RECOVERY=off)"
+        bench "actions-$window-in-flight" "https://127.0.0.1:$port" "$pid" --users 1 --conns 1 \
+            --actions "$ACTIONS_COUNT" --action-window "$window" --telnyx-port "$tport" --telnyx-key "$TELNYX_KEY"
+        stop "$pid"
+    done
 fi

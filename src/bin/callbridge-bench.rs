@@ -26,11 +26,16 @@
 //! `--messages` replaces the webhooks with §8 messages ([`run_messages`]);
 //! `--recovery N` runs a Telnyx API stand-in holding N failed deliveries
 //! ([`telnyx_log`]) and recovers them while the webhooks are posted
-//! ([`run_recovery`]).
+//! ([`run_recovery`]); `--actions N` sends N call actions through the
+//! daemon to that stand-in and times both legs ([`actions`]).
 
 // Functions fit on a screen: at most 80 lines of code (clippy.toml).
 #![warn(clippy::too_many_lines)]
 
+#[path = "callbridge-bench/actions.rs"]
+mod actions;
+#[path = "callbridge-bench/telnyx_calls.rs"]
+mod telnyx_calls;
 #[path = "callbridge-bench/telnyx_log.rs"]
 mod telnyx_log;
 
@@ -124,10 +129,26 @@ struct Args {
     /// `CALLBRIDGE_TELNYX_API_KEY` = `--telnyx-key`.
     #[arg(long, default_value_t = 0, requires = "telnyx_port")]
     recovery: usize,
-    /// Loopback port for the `--recovery` stand-in.
+    /// Instead of webhooks: bind a call to `bench0` (one signed
+    /// `call.initiated` naming it in `client_state`) and send this many
+    /// `send_dtmf` call actions on it from one more session of `bench0`,
+    /// answered by the Telnyx API stand-in on `--telnyx-port`; reports
+    /// both legs' latency (client → stand-in, stand-in → client), the
+    /// round trip, actions per second and the daemon's CPU per action. The
+    /// daemon must run with `CALLBRIDGE_TELNYX_API_URL=
+    /// http://127.0.0.1:PORT/v2`, `CALLBRIDGE_TELNYX_API_KEY` =
+    /// `--telnyx-key`, `send_dtmf` allowed, and its client rate limit
+    /// raised.
+    #[arg(long, default_value_t = 0, requires = "telnyx_port")]
+    actions: usize,
+    /// Actions the `--actions` client has out before it waits for an
+    /// answer (1: one at a time; the daemon runs 4 of a connection at once).
+    #[arg(long, default_value_t = 1)]
+    action_window: usize,
+    /// Loopback port for the `--recovery` and `--actions` stand-in.
     #[arg(long)]
     telnyx_port: Option<u16>,
-    /// The API key the `--recovery` stand-in accepts.
+    /// The API key the `--recovery` and `--actions` stand-in accepts.
     #[arg(long, default_value = "bench-telnyx-key-0123456789")]
     telnyx_key: String,
 }
@@ -285,6 +306,9 @@ async fn main() {
     }
     if args.recovery > 0 {
         return run_recovery(&args, &setup, clients, epoch).await;
+    }
+    if args.actions > 0 {
+        return actions::run(&args, &setup, clients).await;
     }
 
     let receiver = match args.outbound.as_deref() {
@@ -938,6 +962,13 @@ async fn bind_room(args: &Args, setup: &Setup) -> String {
         "meta": {"attempt": 1}
     })
     .to_string();
+    post_signed_once(args, setup, body, "room webhook").await;
+    room
+}
+
+/// One signed webhook to the first URL on a connection of its own; an
+/// answer other than 200 panics, saying `what` it was.
+async fn post_signed_once(args: &Args, setup: &Setup, body: String, what: &str) {
     let mut c = Https::connect(&args.url[0], setup.tls.clone())
         .await
         .expect("connect");
@@ -955,10 +986,9 @@ async fn bind_room(args: &Args, setup: &Setup) -> String {
     assert_eq!(
         r.status,
         200,
-        "room webhook: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&r.body)
     );
-    room
 }
 
 /// What the messages sender measured.

@@ -1,6 +1,7 @@
 //! `--recovery`: a minimal stand-in for Telnyx's REST API v2 in the load
-//! generator's process, serving one resource, the webhook delivery log
-//! (`GET /v2/webhook_deliveries`), on a loopback port over plain HTTP
+//! generator's process, serving the webhook delivery log
+//! (`GET /v2/webhook_deliveries`) and, for `--actions`, Call Control
+//! commands ([`telnyx_calls`]), on a loopback port over plain HTTP
 //! (hyper's HTTP/1 server, as the `--outbound` receiver). The tests have a
 //! full stand-in (`tests/common/telnyx_api.rs`); test code cannot be used
 //! from this binary, so this one answers only what a recovery run asks,
@@ -8,7 +9,8 @@
 //!
 //! - `Authorization: Bearer <key>` is checked (401 `10009` otherwise);
 //! - `filter[status][eq]` (`failed`: every delivery here; `delivered`:
-//!   none), `filter[finished_at][gte]`, `page[number]` (≥ 1, default 1) and
+//!   none), `filter[finished_at][gte]` and `[lte]` (both inclusive; a
+//!   backlog over 5,000 is read in windows), `page[number]` (≥ 1, default 1) and
 //!   `page[size]` (1..=250, default 20); another `filter[…]`/`page[…]` or a
 //!   malformed value is a 400 `10015`, so a typo in the daemon's query
 //!   shows instead of answering everything;
@@ -22,6 +24,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -30,6 +33,8 @@ use hyper::{Request, Response};
 use serde_json::{json, Value};
 
 use callbridge::clock::{parse_rfc3339_ms, rfc3339_ms};
+
+use crate::telnyx_calls::{self, Answered, Commands};
 
 const DEFAULT_PAGE_SIZE: usize = 20;
 const MAX_PAGE_SIZE: usize = 250;
@@ -84,12 +89,18 @@ impl DeliveryLog {
 
     /// The answer to a valid query.
     fn page(&self, q: &Query) -> String {
-        let hits = match q.failed {
-            true => self.entries.partition_point(|(f, _)| *f >= q.finished_gte),
-            false => 0,
+        // Newest first: those after `lte`, then the hits, then those
+        // before `gte`.
+        let (newer, hits) = match q.failed {
+            true => {
+                let newer = self.entries.partition_point(|(f, _)| *f > q.finished_lte);
+                let older = self.entries.partition_point(|(f, _)| *f >= q.finished_gte);
+                (newer, older.saturating_sub(newer))
+            }
+            false => (0, 0),
         };
         let skip = (q.page_number - 1).saturating_mul(q.page_size).min(hits);
-        let data = &self.entries[skip..hits.min(skip + q.page_size)];
+        let data = &self.entries[newer + skip..newer + hits.min(skip + q.page_size)];
         let mut body =
             String::with_capacity(data.iter().map(|(_, j)| j.len() + 1).sum::<usize>() + 128);
         body.push_str("{\"data\":[");
@@ -185,6 +196,7 @@ fn failed_delivery(webhook: Value, occurred_ms: i64, finished_ms: i64) -> Value 
 struct Query {
     failed: bool,
     finished_gte: i64,
+    finished_lte: i64,
     page_number: usize,
     page_size: usize,
 }
@@ -195,6 +207,7 @@ impl Query {
         let mut q = Query {
             failed: true,
             finished_gte: i64::MIN,
+            finished_lte: i64::MAX,
             page_number: 1,
             page_size: DEFAULT_PAGE_SIZE,
         };
@@ -209,9 +222,13 @@ impl Query {
                 "filter[status][eq]" if v == "failed" || v == "delivered" => {
                     q.failed = v == "failed"
                 }
-                "filter[finished_at][gte]" => {
-                    q.finished_gte =
+                "filter[finished_at][gte]" | "filter[finished_at][lte]" => {
+                    let at =
                         parse_rfc3339_ms(&v).ok_or(format!("{k} must be RFC 3339, got {v:?}"))?;
+                    match k.ends_with("[gte]") {
+                        true => q.finished_gte = at,
+                        false => q.finished_lte = at,
+                    }
                 }
                 "page[number]" => q.page_number = count(usize::MAX)?,
                 "page[size]" => q.page_size = count(MAX_PAGE_SIZE)?,
@@ -225,7 +242,7 @@ impl Query {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -255,41 +272,45 @@ fn percent_decode(s: &str) -> String {
 pub struct StandIn {
     /// Pages answered (200).
     pub pages: Arc<AtomicU64>,
-    /// Requests refused (401, 400, 404).
+    /// Requests refused (401, 400, 404, 422).
     pub refused: Arc<AtomicU64>,
+    /// Call Control commands answered ([`telnyx_calls`], `--actions`).
+    pub commands: Arc<Commands>,
 }
 
-/// Serve `log` on `127.0.0.1:port` to requests bearing `key`.
+/// What every connection's service shares.
+struct Shared {
+    log: DeliveryLog,
+    bearer: String,
+    pages: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    commands: Arc<Commands>,
+}
+
+/// Serve `log`, and answer Call Control commands, on `127.0.0.1:port` to
+/// requests bearing `key`.
 pub async fn serve(port: u16, key: &str, log: DeliveryLog) -> StandIn {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("bind the Telnyx API stand-in on port {port}: {e}"));
-    let shared = Arc::new((log, format!("Bearer {key}")));
     let stand_in = StandIn {
         pages: Arc::default(),
         refused: Arc::default(),
+        commands: Arc::default(),
     };
-    let counters = (stand_in.pages.clone(), stand_in.refused.clone());
+    let shared = Arc::new(Shared {
+        log,
+        bearer: format!("Bearer {key}"),
+        pages: stand_in.pages.clone(),
+        refused: stand_in.refused.clone(),
+        commands: stand_in.commands.clone(),
+    });
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (shared, counters) = (shared.clone(), counters.clone());
+            let shared = shared.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (status, body) = answer(&shared.0, &shared.1, &req);
-                    let counter = if status == 200 {
-                        &counters.0
-                    } else {
-                        &counters.1
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let resp = Response::builder()
-                        .status(status)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body)))
-                        .expect("a response");
-                    async move { Ok::<_, Infallible>(resp) }
-                });
+                let svc = service_fn(move |req| respond(shared.clone(), req));
                 let io = hyper_util::rt::TokioIo::new(tcp);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, svc)
@@ -300,17 +321,52 @@ pub async fn serve(port: u16, key: &str, log: DeliveryLog) -> StandIn {
     stand_in
 }
 
+/// One request: a Call Control command with the right key is
+/// [`telnyx_calls::answer`]ed and its instants recorded (the answer's as
+/// it is handed back to hyper); anything else is [`answer`]ed.
+async fn respond(
+    shared: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
+    let command = telnyx_calls::command_path(req.method(), req.uri().path()).is_some();
+    let (status, body, command_id) = if command && bearer_ok(&req, &shared.bearer) {
+        telnyx_calls::answer(req).await
+    } else {
+        let (status, body) = answer(&shared.log, &shared.bearer, &req);
+        (status, body, None)
+    };
+    match status {
+        200 if command_id.is_none() => shared.pages.fetch_add(1, Ordering::Relaxed),
+        200 => 0,
+        _ => shared.refused.fetch_add(1, Ordering::Relaxed),
+    };
+    let resp = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response");
+    if let Some(id) = command_id {
+        let answered = Instant::now();
+        shared.commands.record(id, Answered { arrived, answered });
+    }
+    Ok(resp)
+}
+
+fn bearer_ok<B>(req: &Request<B>, bearer: &str) -> bool {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(bearer)
+}
+
 /// Status and body for one request.
 fn answer<B>(log: &DeliveryLog, bearer: &str, req: &Request<B>) -> (u16, String) {
     let error = |status: u16, code: &str, title: &str, detail: &str| {
         let e = json!({"errors": [{"code": code, "title": title, "detail": detail}]});
         (status, e.to_string())
     };
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    if auth != Some(bearer) {
+    if !bearer_ok(req, bearer) {
         return error(
             401,
             "10009",
@@ -323,7 +379,8 @@ fn answer<B>(log: &DeliveryLog, bearer: &str, req: &Request<B>) -> (u16, String)
             404,
             "10005",
             "Resource not found",
-            "This stand-in serves GET /v2/webhook_deliveries only.",
+            "This stand-in serves GET /v2/webhook_deliveries and \
+             POST /v2/calls/{call_control_id}/actions/{action} only.",
         );
     }
     match Query::parse(req.uri().query().unwrap_or("")) {
@@ -385,6 +442,18 @@ mod tests {
         assert_eq!(page["meta"]["total_results"], 125);
         let (_, empty) = get(&log, "Bearer k", &query(&mid, 2, 250));
         assert_eq!(empty["data"], json!([]));
+        // And the other half (the middle one in both) up to it, newest
+        // first: a window.
+        let lte = format!(
+            "&filter%5Bfinished_at%5D%5Blte%5D={}",
+            mid.replace(':', "%3A")
+        );
+        let all = query("2026-01-01T00:00:00Z", 1, 250) + &lte;
+        let (_, window) = get(&log, "Bearer k", &all);
+        assert_eq!(window["meta"]["total_results"], 126);
+        let data = window["data"].as_array().unwrap();
+        assert_eq!(data[0]["webhook"]["id"], "e125");
+        assert_eq!(data[125]["webhook"]["id"], "e0");
     }
 
     #[test]
