@@ -8,38 +8,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
 
+import { artifacts, launchChromium } from './chromium.js';
 import { Daemon } from '../integration/harness.js';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
-const artifacts = process.env.CALLBRIDGE_ARTIFACTS ?? path.join(repo, 'target/artifacts');
 
 let d;
 let browser;
 
 before(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: install Debian's chromium package (scripts/test.sh does in CI)`);
-  }
   d = await Daemon.start();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // As root in a sandbox, with no network beyond loopback: no sandbox,
-    // and none of Chromium's background connections.
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
