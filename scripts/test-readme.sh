@@ -127,7 +127,7 @@ start_daemon() { # README line
     (eval "exec ${texts[n]}") >"$out/daemon.out" 2>"$out/daemon.err" &
     daemon_pid=$!
     serve_line=$n
-    until grep -q '^  [^ ]*callbridge listen .* --token ' "$out/daemon.out"; do
+    until grep -qs '^  [^ ]*callbridge listen .* --token ' "$out/daemon.out"; do
         if ! kill -0 "$daemon_pid" 2>/dev/null; then
             cat "$out/daemon.out" "$out/daemon.err" >&2
             fail "$(at "$n") exited before printing its dev banner (output above)"
