@@ -55,6 +55,19 @@
 #              client -> stand-in and stand-in -> client latency (what
 #              callbridge adds), round trip, actions/s, daemon CPU per
 #              action; CALLBRIDGE_CALL_ACTIONS at its default
+#   connect    embedded store, CONNECTS [2000] WebSocket connects of USERS
+#              users, CONNECT_CONCURRENCY [4] at a time (callbridge-bench
+#              --connects): each TCP + a full TLS handshake + upgrade +
+#              authentication until `connected`, then a normal close; with
+#              HS256 tokens (the dev secret) and with RS256 tokens verified
+#              with an identity provider's JWKS (a stand-in in the load
+#              generator serving one RSA key on a loopback port), on fresh
+#              daemons configured alike (CALLBRIDGE_JWT_JWKS_URL and the dev
+#              secret), alternating, CONNECT_ROUNDS [2] times each:
+#              connects/s, connect latency to `connected`, daemon CPU per
+#              connect and its difference between the two token kinds, and
+#              the daemon's token verification alone, timed in the load
+#              generator
 #
 # SCENARIOS picks some (default: all, in this order), e.g.
 # SCENARIOS="rate broadcast" scripts/bench.sh. DAEMON_BIN runs another
@@ -63,7 +76,8 @@
 # [20000], RATE_WEBHOOKS [20000], BCAST_WEBHOOKS [2000], IDLE_CONNS [10000],
 # MONGO_WEBHOOKS [3000], MONGO_BCAST_WEBHOOKS [50], MSG_COUNT [5000],
 # MONGO_MSG_COUNT [50], RECOVERY_BACKLOG [10000], MONGO_RECOVERY_BACKLOG
-# [1000], MONGO_RECOVERY_WEBHOOKS [600], ACTIONS_COUNT [5000], CONCURRENCY [16],
+# [1000], MONGO_RECOVERY_WEBHOOKS [600], ACTIONS_COUNT [5000], CONNECTS
+# [2000], CONNECT_CONCURRENCY [4], CONNECT_ROUNDS [2], CONCURRENCY [16],
 # USERS [50], CONNS [100]. Figures are measurements of this machine;
 # nothing here asserts a target. A run that loses an event exits non-zero.
 set -euo pipefail
@@ -85,7 +99,10 @@ MONGO_RECOVERY_WEBHOOKS="${MONGO_RECOVERY_WEBHOOKS:-600}"
 RECOVERY_ROUNDS="${RECOVERY_ROUNDS:-2}"
 ACTIONS_COUNT="${ACTIONS_COUNT:-5000}"
 ACTIONS_WINDOWS="${ACTIONS_WINDOWS:-1 4}"
-SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console recovery mongodb-recovery actions}"
+CONNECTS="${CONNECTS:-2000}"
+CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-4}"
+CONNECT_ROUNDS="${CONNECT_ROUNDS:-2}"
+SCENARIOS="${SCENARIOS:-memory rate broadcast idle mongodb mongodb-broadcast mongodb-2x kill messages messages-room mongodb-messages mongodb-messages-room outbound console recovery mongodb-recovery actions connect}"
 CONCURRENCY="${CONCURRENCY:-16}"
 USERS="${USERS:-50}"
 CONNS="${CONNS:-100}"
@@ -109,22 +126,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_ready() { # url ca
+wait_ready() { # url ca [probe: ready (default) or health]
     for _ in $(seq 1 300); do
-        if curl -sf --cacert "$2" "$1/ready" >/dev/null 2>&1; then return 0; fi
+        if curl -sf --cacert "$2" "$1/${3:-ready}" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
     echo "daemon at $1 did not become ready" >&2; return 1
 }
 
-# start_daemon PORT [ENV=VALUE...]: prints the PID
+# start_daemon PORT [ENV=VALUE...]: prints the PID. It waits for /ready, or
+# with PROBE=health for /health only (a daemon whose JWKS is served by the
+# load generator is not ready before that runs).
 start_daemon() {
     local port="$1"; shift
     env "$@" CALLBRIDGE_MONGODB_COUNT_COMMANDS=true CALLBRIDGE_DATA_DIR="$DATA" CALLBRIDGE_LISTEN="127.0.0.1:$port" \
         CALLBRIDGE_ADMIN_TOKEN="$ADMIN" RUST_LOG=warn "$BIN" serve --dev >/dev/null 2>>"$DATA/log" &
     local pid=$!
     echo "$pid" >>"$PIDS"
-    wait_ready "https://127.0.0.1:$port" "$DATA/ca.pem"
+    wait_ready "https://127.0.0.1:$port" "$DATA/ca.pem" "${PROBE:-ready}"
     echo "$pid"
 }
 
@@ -306,5 +325,27 @@ if want actions; then
         bench "actions-$window-in-flight" "https://127.0.0.1:$port" "$pid" --users 1 --conns 1 \
             --actions "$ACTIONS_COUNT" --action-window "$window" --telnyx-port "$tport" --telnyx-key "$TELNYX_KEY"
         stop "$pid"
+    done
+fi
+if want connect; then
+    echo; echo "== connect: $CONNECTS connects with HS256 tokens and with JWKS RS256 tokens, $CONNECT_CONCURRENCY at a time"
+    per_connect() { sed -n 's/.*daemon CPU: [0-9]* ms = \([0-9]*\) us per connect.*/\1/p' "$1"; }
+    for round in $(seq 1 "$CONNECT_ROUNDS"); do
+        for token in hs256 jwks-rs256; do
+            port="$(free_port)"; jport="$(free_port)"
+            # Both daemons have the JWKS URL and the dev secret: only the
+            # token differs. The load generator serves the JWKS, then
+            # waits for /ready (the daemon's first fetch is retried after
+            # 1 s, 2 s, ...).
+            pid="$(PROBE=health start_daemon "$port" CALLBRIDGE_MONGODB_URI= \
+                CALLBRIDGE_JWT_JWKS_URL="http://127.0.0.1:$jport/.well-known/jwks.json")"
+            echo "   (load average $(cut -d" " -f1-3 /proc/loadavg) before connect-$token-$round)"
+            bench "connect-$token-$round" "https://127.0.0.1:$port" "$pid" --users "$USERS" \
+                --connects "$CONNECTS" --token "$token" --connect-concurrency "$CONNECT_CONCURRENCY" \
+                --jwks-port "$jport" | tee "$DATA/connect-$token-$round"
+            stop "$pid"
+        done
+        hs="$(per_connect "$DATA/connect-hs256-$round")"; rs="$(per_connect "$DATA/connect-jwks-rs256-$round")"
+        echo "   round $round: daemon CPU per connect, JWKS RS256 - HS256 = $rs - $hs = $((rs - hs)) us"
     done
 fi

@@ -27,13 +27,21 @@
 //! `--recovery N` runs a Telnyx API stand-in holding N failed deliveries
 //! ([`telnyx_log`]) and recovers them while the webhooks are posted
 //! ([`run_recovery`]); `--actions N` sends N call actions through the
-//! daemon to that stand-in and times both legs ([`actions`]).
+//! daemon to that stand-in and times both legs ([`actions`]);
+//! `--connects N --token hs256|jwks-rs256` opens and closes N connections
+//! and reports what a connect, and its token's verification, costs the
+//! daemon ([`connects`], with an identity-provider stand-in serving a
+//! JWKS: [`jwks_provider`]).
 
 // Functions fit on a screen: at most 80 lines of code (clippy.toml).
 #![warn(clippy::too_many_lines)]
 
 #[path = "callbridge-bench/actions.rs"]
 mod actions;
+#[path = "callbridge-bench/connects.rs"]
+mod connects;
+#[path = "callbridge-bench/jwks_provider.rs"]
+mod jwks_provider;
 #[path = "callbridge-bench/telnyx_calls.rs"]
 mod telnyx_calls;
 #[path = "callbridge-bench/telnyx_log.rs"]
@@ -151,6 +159,27 @@ struct Args {
     /// The API key the `--recovery` and `--actions` stand-in accepts.
     #[arg(long, default_value = "bench-telnyx-key-0123456789")]
     telnyx_key: String,
+    /// Instead of webhooks: open this many WebSocket connections of the
+    /// `--users` users (`?token=`, a different token each), each until
+    /// `connected` arrives, then close it normally; reports connects per
+    /// second, connect latency and the daemon's CPU per connect, and times
+    /// the daemon's token verification alone in this process. Waits for
+    /// the daemon's `/ready` first (a JWKS URL makes it wait for the
+    /// document). `--conns` is not used.
+    #[arg(long, default_value_t = 0)]
+    connects: usize,
+    /// The `--connects` tokens: `hs256` (the dev secret) or `jwks-rs256`
+    /// (the stand-in's RSA key; needs `--jwks-port`).
+    #[arg(long, value_enum, default_value = "hs256")]
+    token: connects::TokenKind,
+    /// `--connects` open at a time.
+    #[arg(long, default_value_t = 4)]
+    connect_concurrency: usize,
+    /// Serve an identity provider's JWKS document (one RS256 key, made in
+    /// this process) on this loopback port, at any path: the daemon runs
+    /// with `CALLBRIDGE_JWT_JWKS_URL=http://127.0.0.1:PORT/.well-known/jwks.json`.
+    #[arg(long)]
+    jwks_port: Option<u16>,
 }
 
 /// How long the webhooks run before a `--recovery` run starts.
@@ -286,6 +315,9 @@ struct Tally {
 async fn main() {
     let args = Args::parse();
     let setup = load_setup(&args);
+    if args.connects > 0 {
+        return connects::run(&args, &setup).await;
+    }
     let first = args.url[0].as_str();
     if !args.no_setup {
         create_users(&args, first, &setup.tls).await;
