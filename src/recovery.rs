@@ -332,6 +332,10 @@ impl Pass {
         let mut slice = std::time::Instant::now();
         for (_, raw) in ready {
             self.ingest_one(app, &raw).await?;
+            // On the embedded store an ingest never waits, so without this
+            // the task would hold its worker thread for the whole slice and
+            // live webhooks queued behind it would wait up to 5 ms.
+            tokio::task::yield_now().await;
             let worked = slice.elapsed();
             if worked >= SLICE {
                 tokio::time::sleep(worked * PAUSE_FACTOR).await;
